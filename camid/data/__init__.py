@@ -1,0 +1,1 @@
+"""Datasets: folder layouts and CSV manifests with labels, cameras, devices and splits."""

@@ -1,0 +1,1 @@
+"""Input and output of files: the one image loader, EXIF, input expansion, atomic writes."""

@@ -1,0 +1,298 @@
+"""Architecture registry: name -> builder + facts (torchvision's `get_model` pattern).
+
+Every builder takes `num_classes` and returns an `nn.Module` mapping (N, 3, H, W) float
+images to (N, num_classes) logits. ImageNet initialisation comes only from a local
+torchvision weights file in the torch hub cache layout; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from camid.errors import IntegrityError, NotFoundError, UsageError
+from camid.home import torch_hub_checkpoints
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    """Facts about one registered architecture."""
+
+    name: str
+    builder: Callable[[int], nn.Module]
+    input_size: int
+    min_input_size: int
+    description: str
+    imagenet_file: str | None = None
+    family: str = "imagenet"
+
+    def to_record(self) -> dict:
+        """A flat dict for output."""
+        return {
+            "name": self.name,
+            "family": self.family,
+            "input_size": self.input_size,
+            "min_input_size": self.min_input_size,
+            "imagenet_weights": self.imagenet_file,
+            "imagenet_available": bool(self.imagenet_file and imagenet_path(self).is_file()),
+            "description": self.description,
+        }
+
+
+_REGISTRY: dict[str, ArchInfo] = {}
+
+
+def register_model(
+    name: str | None = None,
+    *,
+    input_size: int,
+    min_input_size: int,
+    description: str,
+    imagenet_file: str | None = None,
+    family: str = "imagenet",
+) -> Callable[[Callable[[int], nn.Module]], Callable[[int], nn.Module]]:
+    """Decorator adding a builder to the registry; duplicate names are refused."""
+
+    def wrap(fn: Callable[[int], nn.Module]) -> Callable[[int], nn.Module]:
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is already registered")
+        _REGISTRY[key] = ArchInfo(
+            key, fn, input_size, min_input_size, description, imagenet_file, family
+        )
+        return fn
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    """Names of all registered architectures, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_arch(name: str) -> ArchInfo:
+    """Facts about an architecture, or NotFoundError naming the valid choices."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise NotFoundError(
+            f"unknown architecture {name!r}; choose one of: {', '.join(list_models())}"
+        ) from None
+
+
+def imagenet_path(info: ArchInfo) -> Path:
+    """Where torchvision's cache would hold this architecture's ImageNet weights."""
+    if not info.imagenet_file:
+        raise UsageError(f"{info.name} has no ImageNet weights")
+    return torch_hub_checkpoints() / info.imagenet_file
+
+
+def get_model(name: str, num_classes: int, *, pretrained: bool = False) -> nn.Module:
+    """Build an architecture with a fresh `num_classes` head.
+
+    With `pretrained`, the ImageNet weights are read from the local torch hub cache
+    (`$TORCH_HOME/hub/checkpoints/<file>`) with `weights_only=True`; the classification
+    head is then replaced. A missing file is a UsageError that says where to put it.
+    """
+    info = get_arch(name)
+    if num_classes < 1:
+        raise UsageError("num_classes must be at least 1")
+    if not pretrained:
+        return info.builder(num_classes)
+    path = imagenet_path(info)
+    if not path.is_file():
+        raise UsageError(
+            f"ImageNet weights for {name} not found at {path}; copy torchvision's "
+            f"'{info.imagenet_file}' there (camid never downloads), or train from scratch"
+        )
+    state = load_torch_state_dict(path)
+    model = info.builder(1000)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise IntegrityError(path, f"weights do not fit {name}: {str(exc)[:200]}") from exc
+    _replace_head(model, num_classes)
+    return model
+
+
+def load_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Load a torchvision `.pth` state dict safely (no code execution) and check its hash.
+
+    torchvision file names end in the first hex digits of the file's sha256.
+    """
+    from camid.io.image import sha256_file
+
+    stem = path.stem
+    prefix = stem.rsplit("-", 1)[-1] if "-" in stem else ""
+    if len(prefix) >= 8 and all(c in "0123456789abcdef" for c in prefix):
+        digest = sha256_file(path)
+        if not digest.startswith(prefix):
+            raise IntegrityError(path, "sha256 does not match the hash in the file name")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle payloads are refused by weights_only=True
+        raise IntegrityError(
+            path, f"refused: not a plain weights file ({type(exc).__name__})"
+        ) from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise IntegrityError(path, "not a state dict of tensors")
+    return state
+
+
+def _replace_head(model: nn.Module, num_classes: int) -> None:
+    """Swap the final classification layer of a torchvision model for a new one."""
+    if hasattr(model, "fc") and isinstance(model.fc, nn.Linear):  # resnet, inception
+        model.fc = nn.Linear(model.fc.in_features, num_classes)
+    elif hasattr(model, "classifier"):
+        cls = model.classifier
+        if isinstance(cls, nn.Linear):  # densenet
+            model.classifier = nn.Linear(cls.in_features, num_classes)
+        elif isinstance(cls, nn.Sequential):  # alexnet, vgg, mobilenet
+            for i in range(len(cls) - 1, -1, -1):
+                if isinstance(cls[i], nn.Linear):
+                    cls[i] = nn.Linear(cls[i].in_features, num_classes)
+                    break
+    else:  # pragma: no cover - every registered arch is handled above
+        raise UsageError(f"cannot replace the head of {type(model).__name__}")
+
+
+# --- torchvision architectures (paper-size networks, GPU recipe) -----------------------
+
+
+def _tv(name: str, **kw):
+    import torchvision
+
+    return torchvision.models.get_model(name, weights=None, **kw)
+
+
+@register_model(
+    input_size=224, min_input_size=32, description="ResNet-34 (seed 000)",
+    imagenet_file="resnet34-b627a593.pth",
+)
+def resnet34(num_classes: int) -> nn.Module:
+    """ResNet-34."""
+    return _tv("resnet34", num_classes=num_classes)
+
+
+@register_model(
+    input_size=224, min_input_size=32, description="ResNet-101 (seed 000)",
+    imagenet_file="resnet101-63fe2227.pth",
+)
+def resnet101(num_classes: int) -> nn.Module:
+    """ResNet-101."""
+    return _tv("resnet101", num_classes=num_classes)
+
+
+@register_model(
+    input_size=299, min_input_size=75, description="Inception-v3 (seed 000), no aux head",
+    imagenet_file="inception_v3_google-0cc3c7bd.pth",
+)
+def inception_v3(num_classes: int) -> nn.Module:
+    """Inception-v3 without the auxiliary classifier."""
+    return _tv("inception_v3", num_classes=num_classes, aux_logits=False, init_weights=True)
+
+
+@register_model(
+    input_size=224, min_input_size=63, description="AlexNet (seed 000)",
+    imagenet_file="alexnet-owt-7be5be79.pth",
+)
+def alexnet(num_classes: int) -> nn.Module:
+    """AlexNet."""
+    return _tv("alexnet", num_classes=num_classes)
+
+
+@register_model(
+    input_size=224, min_input_size=32, description="VGG-16 (seed 000)",
+    imagenet_file="vgg16-397923af.pth",
+)
+def vgg16(num_classes: int) -> nn.Module:
+    """VGG-16."""
+    return _tv("vgg16", num_classes=num_classes)
+
+
+@register_model(
+    input_size=480, min_input_size=32, description="DenseNet-161 (seed 002 winning recipe)",
+    imagenet_file="densenet161-8d451a50.pth",
+)
+def densenet161(num_classes: int) -> nn.Module:
+    """DenseNet-161."""
+    return _tv("densenet161", num_classes=num_classes)
+
+
+@register_model(
+    input_size=224, min_input_size=32, description="MobileNet-V2 (light ImageNet net)",
+    imagenet_file="mobilenet_v2-b0353104.pth",
+)
+def mobilenet_v2(num_classes: int) -> nn.Module:
+    """MobileNet-V2."""
+    return _tv("mobilenet_v2", num_classes=num_classes)
+
+
+# --- small networks for patches (the CPU path) -----------------------------------------
+
+
+class PatchNet(nn.Module):
+    """A small fully-convolutional camera-trace network for 32-96 px patches.
+
+    The first stage keeps full resolution (no stride, no pooling) so the high-frequency
+    traces of demosaicing, denoising and JPEG survive; later stages downsample and a global
+    average pool makes the network size-agnostic (patch grids and whole images alike).
+    """
+
+    def __init__(self, num_classes: int, width: int = 32) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            )
+
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(3, w, 5, padding=2, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+            block(w, w, 1),
+            block(w, 2 * w, 2),
+            block(2 * w, 2 * w, 1),
+            block(2 * w, 4 * w, 2),
+            block(4 * w, 4 * w, 1),
+            block(4 * w, 4 * w, 2),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(4 * w, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled feature vector (N, 4*width)."""
+        return self.pool(self.features(x)).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_classes)."""
+        return self.classifier(self.embed(x))
+
+
+@register_model(
+    input_size=64, min_input_size=16, family="patch",
+    description="small fully-convolutional net for 32-96 px patches (CPU default, ~0.44 M params)",
+)
+def patchnet(num_classes: int) -> nn.Module:
+    """The CPU default: PatchNet with width 32."""
+    return PatchNet(num_classes, width=32)
+
+
+@register_model(
+    input_size=64, min_input_size=16, family="patch",
+    description="tiny PatchNet (width 16, ~0.11 M params) for tests and quick checks",
+)
+def patchnet_tiny(num_classes: int) -> nn.Module:
+    """PatchNet with width 16."""
+    return PatchNet(num_classes, width=16)

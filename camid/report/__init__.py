@@ -1,0 +1,1 @@
+"""Rendering of results: the output layer, tables, figures and reports."""
