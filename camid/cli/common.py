@@ -16,7 +16,8 @@ from camid.report.output import Format, Output
 FormatOpt = Annotated[
     Format,
     typer.Option(
-        "--format", "-f",
+        "--format",
+        "-f",
         help="Data format on stdout: table|json|csv|ndjson (auto: table on a terminal, "
         "json when piped).",
         case_sensitive=False,
@@ -43,7 +44,9 @@ FailedListOpt = Annotated[
 ]
 InputsArg = Annotated[
     list[str],
-    typer.Argument(help="Image files, folders, or '-' to read paths from stdin.", show_default=False),
+    typer.Argument(
+        help="Image files, folders, or '-' to read paths from stdin.", show_default=False
+    ),
 ]
 
 

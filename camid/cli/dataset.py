@@ -16,7 +16,9 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command()
 def summary(
-    source: Annotated[Path, typer.Argument(help="Dataset folder (root/<label>/...) or manifest CSV.")],
+    source: Annotated[
+        Path, typer.Argument(help="Dataset folder (root/<label>/...) or manifest CSV.")
+    ],
     label_level: Annotated[
         int, typer.Option(help="Folder level holding the label (0 = root/<label>/...).")
     ] = 0,
@@ -54,7 +56,9 @@ def summary(
         row["total"] = sum(counts.values())
         rows.append(row)
     total_row = {"camera": "total"}
-    total_row.update({lab: sum(summ["table"][c].get(lab, 0) for c in summ["cameras"]) for lab in labels})
+    total_row.update(
+        {lab: sum(summ["table"][c].get(lab, 0) for c in summ["cameras"]) for lab in labels}
+    )
     total_row["total"] = summ["n_images"]
     if out.fmt == "table":
         rows.append(total_row)

@@ -31,7 +31,8 @@ def collect_info() -> dict:
         else []
     )
     imagenet = [
-        n for n in list_models()
+        n
+        for n in list_models()
         if get_arch(n).imagenet_file and imagenet_path(get_arch(n)).is_file()
     ]
     return {

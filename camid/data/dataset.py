@@ -49,9 +49,7 @@ class Dataset:
 
     def crosstab(self) -> dict[str, dict[str, int]]:
         """Camera x label counts (camera None shown as '(unknown)')."""
-        counts = Counter(
-            (s.camera or "(unknown)", s.label or "(none)") for s in self.samples
-        )
+        counts = Counter((s.camera or "(unknown)", s.label or "(none)") for s in self.samples)
         table: dict[str, dict[str, int]] = {}
         for (cam, lab), n in sorted(counts.items()):
             table.setdefault(cam, {})[lab] = n

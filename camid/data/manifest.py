@@ -108,8 +108,6 @@ def write_manifest(rows: Iterable[dict | Sample], path: str | Path) -> Path:
             rel = img.resolve().relative_to(base) if img.is_absolute() else img
         except ValueError:
             rel = img
-        values = [rel.as_posix()] + [
-            "" if r.get(c) is None else str(r.get(c)) for c in cols[1:]
-        ]
+        values = [rel.as_posix()] + ["" if r.get(c) is None else str(r.get(c)) for c in cols[1:]]
         writer.writerow(values)
     return write_text_atomic(p, buf.getvalue())

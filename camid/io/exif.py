@@ -8,11 +8,13 @@ from __future__ import annotations
 import io
 import logging
 import struct
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import exifread
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from camid.errors import InputError
 from camid.io.image import read_file_bytes, sha256_bytes
@@ -89,10 +91,7 @@ def clean_text(value: object) -> str | None:
     """Decode an EXIF text value robustly: strip NULs and padding, drop undecodable bytes."""
     if value is None:
         return None
-    if isinstance(value, bytes):
-        text = value.decode("utf-8", errors="replace")
-    else:
-        text = str(value)
+    text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
     text = text.replace("\x00", " ").replace("\ufffd", "").strip()
     text = " ".join(text.split())
     return text or None
@@ -223,14 +222,17 @@ def read_exif(path: str | Path, data: bytes | None = None) -> ExifInfo:
     info.exif_height = _int_tag(_tag(tags, "EXIF ExifImageLength"))
 
     try:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(raw)) as img:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(raw)) as img:
+            warnings.simplefilter("ignore")
             info.width, info.height = img.size
             info.file_format = img.format
+    except UnidentifiedImageError as exc:
+        raise InputError(p, "not an image file (unrecognised format)") from exc
     except Exception:
         info.warnings.append("pixel data header could not be read")
     if raw[:2] == b"\xff\xd8":
+        if raw.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+            info.warnings.append("JPEG has no end-of-image marker (truncated file?)")
         try:
             qt = parse_jpeg_qtables(raw)
         except (struct.error, ValueError):

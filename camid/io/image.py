@@ -182,7 +182,9 @@ def load_image(
 def _orientation(img: Image.Image) -> int | None:
     """EXIF Orientation (1-8) if present and sane, else None."""
     try:
-        value = img.getexif().get(0x0112)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = img.getexif().get(0x0112)
     except Exception:  # malformed EXIF must not stop pixel decoding
         return None
     try:

@@ -26,8 +26,10 @@ def parse_extensions(spec: str | None) -> frozenset[str]:
 def _walk(folder: Path, recursive: bool, extensions: frozenset[str]) -> Iterable[Path]:
     if not recursive:
         for entry in sorted(folder.iterdir()):
-            if entry.is_file() and not entry.name.startswith(".") and (
-                entry.suffix.lower() in extensions
+            if (
+                entry.is_file()
+                and not entry.name.startswith(".")
+                and (entry.suffix.lower() in extensions)
             ):
                 yield entry
         return

@@ -173,7 +173,9 @@ def _tv(name: str, **kw):
 
 
 @register_model(
-    input_size=224, min_input_size=32, description="ResNet-34 (seed 000)",
+    input_size=224,
+    min_input_size=32,
+    description="ResNet-34 (seed 000)",
     imagenet_file="resnet34-b627a593.pth",
 )
 def resnet34(num_classes: int) -> nn.Module:
@@ -182,7 +184,9 @@ def resnet34(num_classes: int) -> nn.Module:
 
 
 @register_model(
-    input_size=224, min_input_size=32, description="ResNet-101 (seed 000)",
+    input_size=224,
+    min_input_size=32,
+    description="ResNet-101 (seed 000)",
     imagenet_file="resnet101-63fe2227.pth",
 )
 def resnet101(num_classes: int) -> nn.Module:
@@ -191,7 +195,9 @@ def resnet101(num_classes: int) -> nn.Module:
 
 
 @register_model(
-    input_size=299, min_input_size=75, description="Inception-v3 (seed 000), no aux head",
+    input_size=299,
+    min_input_size=75,
+    description="Inception-v3 (seed 000), no aux head",
     imagenet_file="inception_v3_google-0cc3c7bd.pth",
 )
 def inception_v3(num_classes: int) -> nn.Module:
@@ -200,7 +206,9 @@ def inception_v3(num_classes: int) -> nn.Module:
 
 
 @register_model(
-    input_size=224, min_input_size=63, description="AlexNet (seed 000)",
+    input_size=224,
+    min_input_size=63,
+    description="AlexNet (seed 000)",
     imagenet_file="alexnet-owt-7be5be79.pth",
 )
 def alexnet(num_classes: int) -> nn.Module:
@@ -209,7 +217,9 @@ def alexnet(num_classes: int) -> nn.Module:
 
 
 @register_model(
-    input_size=224, min_input_size=32, description="VGG-16 (seed 000)",
+    input_size=224,
+    min_input_size=32,
+    description="VGG-16 (seed 000)",
     imagenet_file="vgg16-397923af.pth",
 )
 def vgg16(num_classes: int) -> nn.Module:
@@ -218,7 +228,9 @@ def vgg16(num_classes: int) -> nn.Module:
 
 
 @register_model(
-    input_size=480, min_input_size=32, description="DenseNet-161 (seed 002 winning recipe)",
+    input_size=480,
+    min_input_size=32,
+    description="DenseNet-161 (seed 002 winning recipe)",
     imagenet_file="densenet161-8d451a50.pth",
 )
 def densenet161(num_classes: int) -> nn.Module:
@@ -227,7 +239,9 @@ def densenet161(num_classes: int) -> nn.Module:
 
 
 @register_model(
-    input_size=224, min_input_size=32, description="MobileNet-V2 (light ImageNet net)",
+    input_size=224,
+    min_input_size=32,
+    description="MobileNet-V2 (light ImageNet net)",
     imagenet_file="mobilenet_v2-b0353104.pth",
 )
 def mobilenet_v2(num_classes: int) -> nn.Module:
@@ -281,7 +295,9 @@ class PatchNet(nn.Module):
 
 
 @register_model(
-    input_size=64, min_input_size=16, family="patch",
+    input_size=64,
+    min_input_size=16,
+    family="patch",
     description="small fully-convolutional net for 32-96 px patches (CPU default, ~0.44 M params)",
 )
 def patchnet(num_classes: int) -> nn.Module:
@@ -290,7 +306,9 @@ def patchnet(num_classes: int) -> nn.Module:
 
 
 @register_model(
-    input_size=64, min_input_size=16, family="patch",
+    input_size=64,
+    min_input_size=16,
+    family="patch",
     description="tiny PatchNet (width 16, ~0.11 M params) for tests and quick checks",
 )
 def patchnet_tiny(num_classes: int) -> nn.Module:

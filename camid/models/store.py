@@ -77,7 +77,7 @@ def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
         h.update(key.encode())
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -137,8 +137,9 @@ def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
         head = fh.read(16)
     if head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or head[:2] == b"PK":
         raise IntegrityError(
-            path, "refused: this is a pickle/torch.save file, which can run code when loaded; "
-            "camid models are .safetensors files"
+            path,
+            "refused: this is a pickle/torch.save file, which can run code when loaded; "
+            "camid models are .safetensors files",
         )
     try:
         from safetensors import safe_open

@@ -178,7 +178,10 @@ class Output:
         self._render(records, columns, title)
 
     def emit(
-        self, records: Sequence[dict], columns: Sequence[str] | None = None, title: str | None = None
+        self,
+        records: Sequence[dict],
+        columns: Sequence[str] | None = None,
+        title: str | None = None,
     ) -> None:
         """Print a complete list of records in the chosen format."""
         if self.fmt == "ndjson":

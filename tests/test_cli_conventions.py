@@ -1,0 +1,94 @@
+"""Conventions every command shares: exit codes, stderr/stdout, errors, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from camid import __version__
+from camid.cli import main
+from camid.device import resolve_device
+from camid.errors import UsageError
+from camid.home import camid_home
+from camid.io.atomic import atomic_write
+
+
+def test_version_and_help(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"camid {__version__}"
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for group in ("info", "exif", "dataset", "models"):
+        assert group in out
+
+
+def test_info_reports_home_device_threads(capsys, isolated_home):
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["camid_home"] == str(isolated_home)
+    assert info["device_auto"] in ("cpu", "mps") or info["device_auto"].startswith("cuda")
+    assert info["torch_threads"] >= 1
+
+
+def test_usage_error_exit_2(capsys):
+    assert main(["exif"]) == 2
+    assert main(["no-such-command"]) == 2
+    assert main(["exif", "x.jpg", "--format", "xml"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_internal_error_exit_4_without_traceback(monkeypatch, capsys, tmp_path):
+    def boom(*a, **k):
+        raise RuntimeError("simulated failure\nsecond line")
+
+    monkeypatch.setattr("camid.cli.info.collect_info", boom)
+    assert main(["info"]) == 4
+    err = capsys.readouterr().err
+    assert "Error: internal error: RuntimeError: simulated failure" in err
+    assert "CAMID_DEBUG=1" in err and "Traceback" not in err
+    monkeypatch.setenv("CAMID_DEBUG", "1")
+    assert main(["info"]) == 4
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(UsageError, match="unknown device"):
+        resolve_device("tpu:7")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+
+
+def test_home_respects_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("CAMID_HOME", str(tmp_path / "h"))
+    assert camid_home() == tmp_path / "h" and (tmp_path / "h").is_dir()
+    monkeypatch.delenv("CAMID_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert camid_home() == tmp_path / "xdg" / "camid"
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "model.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt), atomic_write(target) as tmp:
+        tmp.write_bytes(b"half-writ")
+        raise KeyboardInterrupt
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]
+    with atomic_write(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+
+
+def test_python_dash_m_entry_point():
+    res = subprocess.run(
+        [sys.executable, "-m", "camid", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0 and res.stdout.startswith("camid ")
