@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -31,10 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except BrokenPipeError:
         # the reader of stdout went away (e.g. `| head`): not an error of ours
-        try:
+        with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence flush at exit
-        except OSError:
-            pass
         return 0
     except Exception as exc:
         if callable(getattr(exc, "show", None)) and isinstance(
