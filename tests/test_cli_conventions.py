@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -85,6 +86,10 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     with atomic_write(target) as tmp:
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new"
+    # the temporary file's private 0600 mode must not leak into the result
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_python_dash_m_entry_point():

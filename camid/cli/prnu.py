@@ -1,0 +1,600 @@
+"""`camid prnu residual|fingerprint|match|matrix`: PRNU sensor fingerprints (thin CLI layer).
+
+All computation lives in camid.prnu; this module parses options, loads files through the
+shared loader, and hands records to the output layer. See docs/prnu.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from camid import __version__
+from camid.cli.common import (
+    DeviceOpt,
+    ExtOpt,
+    FailedListOpt,
+    FormatOpt,
+    InputsArg,
+    JsonOpt,
+    QuietOpt,
+    RecursiveOpt,
+    finish_batch,
+    gather_inputs,
+    output_from,
+)
+from camid.errors import EXIT_FINDING, EXIT_OK, InputError, UsageError
+from camid.report.output import Format
+
+app = typer.Typer(
+    help="PRNU sensor fingerprints: residuals, fingerprints, matching.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+SigmaOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--sigma",
+        help="Wavelet noise std of the residual (default 3; 5 with --compat; match/matrix: "
+        "the fingerprint's).",
+    ),
+]
+CompatOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compat",
+        help="Reproduce the prnu-python reference residual (sigma 5, PyWavelets padding).",
+    ),
+]
+FingerprintOpt = Annotated[
+    list[Path],
+    typer.Option("--fingerprint", "-F", help="A .fp.safetensors file (repeat for several)."),
+]
+ThresholdOpt = Annotated[
+    float, typer.Option("--threshold", help="Decide 'match' when PCE is above this.")
+]
+RotationsOpt = Annotated[
+    str,
+    typer.Option(
+        "--rotations",
+        help="Orientations to try: auto (all 8 when sizes differ), all, none.",
+    ),
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy "
+        "machine).",
+    ),
+]
+SearchShiftOpt = Annotated[
+    bool,
+    typer.Option(
+        "--search-shift",
+        help="The photo may be a crop of the full frame: search every offset (slower).",
+    ),
+]
+
+RESIDUAL_COLUMNS = ["path", "width", "height", "residual_std", "output", "sha256"]
+MATCH_COLUMNS = [
+    "path", "fingerprint", "pce", "ncc", "p_value", "log10_p_value", "decision", "rotation",
+    "crop_note", "sha256",
+]  # fmt: skip
+FINGERPRINT_COLUMNS = [
+    "output", "device_name", "image_count", "width", "height", "failed", "fingerprint_sha256",
+]  # fmt: skip
+MATRIX_COLUMNS = ["path", "device", "fingerprint", "same_device", "pce", "ncc", "decision"]
+
+
+def _params(sigma: float | None, compat: bool):
+    from camid.prnu.residual import ResidualParams
+
+    params = ResidualParams(sigma=sigma, compat=compat)
+    try:
+        params.validate()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    return params
+
+
+def _device(spec: str, threads: int | None = None):
+    import torch
+
+    from camid.device import resolve_device
+
+    if threads is not None:
+        if threads < 1:
+            raise UsageError("--threads must be at least 1")
+        torch.set_num_threads(threads)
+    return resolve_device(spec)
+
+
+def _load(path: Path):
+    from camid.io.image import load_image
+
+    return load_image(path)
+
+
+def _rotations(value: str) -> str:
+    from camid.prnu.match import ROTATION_POLICIES
+
+    v = value.strip().lower()
+    if v not in ROTATION_POLICIES:
+        choices = ", ".join(ROTATION_POLICIES)
+        raise UsageError(f"--rotations must be one of {choices}, not {value!r}")
+    return v
+
+
+def _too_small(path: Path, exc: ValueError) -> InputError:
+    return InputError(path, f"cannot compute a PRNU residual ({exc})")
+
+
+# ----------------------------------------------------------------------------- residual
+
+
+@app.command()
+def residual(
+    inputs: InputsArg,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir", "-o", help="Write each residual as NAME.SHA8.residual.safetensors."
+        ),
+    ] = None,
+    sigma: SigmaOpt = None,
+    compat: CompatOpt = False,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    recursive: RecursiveOpt = False,
+    ext: ExtOpt = None,
+    failed_list: FailedListOpt = None,
+    fmt: FormatOpt = Format.auto,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = 0,
+) -> None:
+    """Noise residuals of photos (db4 wavelet denoising, grey, CFA zero-mean, DFT Wiener)."""
+    from camid.prnu.store import save_residual
+
+    out = output_from(fmt, json_, quiet)
+    params = _params(sigma, compat)
+    dev = _device(device, threads)
+    paths, failed = gather_inputs(out, inputs, recursive, ext)
+    for p in out.progress(paths, description="Extracting residuals"):
+        try:
+            img = _load(p)
+            try:
+                res = _residual_np(img.pixels, params, dev)
+            except ValueError as exc:
+                raise _too_small(p, exc) from exc
+        except InputError as exc:
+            out.error(str(exc))
+            failed.append(str(p))
+            continue
+        target = None
+        if output_dir is not None:
+            target = output_dir / f"{p.stem}.{img.sha256[:8]}.residual.safetensors"
+            save_residual(res, target, source=str(p), source_sha256=img.sha256, params=params)
+        out.record(
+            {
+                "path": str(p),
+                "sha256": img.sha256,
+                "width": img.width,
+                "height": img.height,
+                "residual_std": round(float(res.std()), 6),
+                "output": str(target) if target else None,
+                "params": params.to_dict(),
+                "camid_version": __version__,
+            }
+        )
+    out.finish(columns=None if out.machine else RESIDUAL_COLUMNS, title="PRNU residuals")
+    raise typer.Exit(finish_batch(out, failed, failed_list, len(paths) + len(failed)))
+
+
+def _residual_np(pixels, params, dev):
+    from camid.prnu.residual import extract_residual
+
+    return extract_residual(pixels, params, dev)
+
+
+# ----------------------------------------------------------------------------- fingerprint
+
+
+@app.command()
+def fingerprint(
+    inputs: InputsArg,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Fingerprint file (default NAME.fp.safetensors)."),
+    ] = None,
+    device_name: Annotated[
+        str | None,
+        typer.Option("--device-name", "-n", help="Name of the camera device (stored in the file)."),
+    ] = None,
+    sigma: SigmaOpt = None,
+    compat: CompatOpt = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Images denoised together (GPU: 4-16).")
+    ] = 1,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    recursive: RecursiveOpt = False,
+    ext: ExtOpt = None,
+    failed_list: FailedListOpt = None,
+    fmt: FormatOpt = Format.auto,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = 0,
+) -> None:
+    """Estimate a device's sensor fingerprint from its photos (flat, bright scenes are best)."""
+    from camid.prnu.fingerprint import FingerprintAccumulator
+    from camid.prnu.store import SUFFIX, save_fingerprint
+
+    out = output_from(fmt, json_, quiet)
+    if output is None and not device_name:
+        raise UsageError("give --output FILE or --device-name NAME (or both)")
+    if output is None:
+        output = Path(f"{device_name}{SUFFIX}")
+    if not device_name:
+        device_name = output.name.removesuffix(SUFFIX).removesuffix(".safetensors")
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    params = _params(sigma, compat)
+    acc = FingerprintAccumulator(params, _device(device, threads))
+    paths, failed = gather_inputs(out, inputs, recursive, ext)
+    pending: list = []
+
+    def flush() -> None:
+        if pending:
+            acc.add(
+                [im.pixels for im in pending],
+                [{"name": im.path.name, "sha256": im.sha256} for im in pending],
+            )
+            pending.clear()
+
+    for p in out.progress(paths, description=f"Fingerprint of {device_name}"):
+        try:
+            img = _load(p)
+            shape = pending[0].pixels.shape if pending else None
+            if shape is not None and img.pixels.shape != shape:
+                raise InputError(
+                    p,
+                    f"size {img.width}x{img.height} differs from the first image's"
+                    f" {shape[1]}x{shape[0]}",
+                )
+            try:
+                acc.check_shape(img.pixels.shape)
+            except ValueError as exc:
+                raise InputError(p, str(exc)) from exc
+            pending.append(img)
+            if len(pending) >= batch_size:
+                try:
+                    flush()
+                except ValueError as exc:
+                    pending.clear()
+                    raise _too_small(p, exc) from exc
+        except InputError as exc:
+            out.error(str(exc))
+            failed.append(str(p))
+    try:
+        flush()
+    except ValueError as exc:
+        out.error(str(_too_small(paths[-1], exc)))
+        failed.append(str(paths[-1]))
+    if acc.count == 0:
+        out.error("no usable images: no fingerprint written")
+        raise typer.Exit(finish_batch(out, failed, failed_list, len(paths) + len(failed)) or 3)
+    if acc.count < 10:
+        out.warn(f"only {acc.count} image(s): fingerprints from 20+ flat images are far stronger")
+    fp = acc.finish(device_name)
+    save_fingerprint(fp, output)
+    out.info(f"wrote {output} ({fp.image_count} images, {fp.shape[1]}x{fp.shape[0]})")
+    out.emit(
+        [
+            {
+                "output": str(output),
+                "device_name": fp.device_name,
+                "image_count": fp.image_count,
+                "width": fp.shape[1],
+                "height": fp.shape[0],
+                "fingerprint_sha256": fp.sha256,
+                "failed": len(failed),
+                "params": params.to_dict(),
+                "camid_version": fp.camid_version,
+            }
+        ],
+        columns=None if out.machine else FINGERPRINT_COLUMNS,
+        title="PRNU fingerprint",
+    )
+    raise typer.Exit(finish_batch(out, failed, failed_list, len(paths) + len(failed)))
+
+
+# ----------------------------------------------------------------------------- match / matrix
+
+
+def _load_fingerprints(files: list[Path]):
+    from camid.prnu.store import load_fingerprint
+
+    if not files:
+        raise UsageError("give at least one --fingerprint FILE")
+    fps = [load_fingerprint(f) for f in files]
+    labels = [fp.label for fp in fps]
+    if len(set(labels)) != len(labels):  # keep rows distinguishable
+        for fp, f in zip(fps, files, strict=True):
+            fp.device_name = f"{fp.label} ({f.name})"
+    return fps
+
+
+def _query_params(fps, sigma: float | None, compat: bool, out):
+    """Residual parameters per fingerprint: its own unless --sigma/--compat override them."""
+    from camid.prnu.residual import ResidualParams
+
+    chosen = []
+    for fp in fps:
+        if sigma is None and not compat:
+            chosen.append(fp.params)
+            continue
+        p = _params(sigma if sigma is not None else fp.params.sigma, compat or fp.params.compat)
+        if p != fp.params:
+            out.warn(
+                f"{fp.label}: fingerprint made with {fp.params.to_dict()}, queries use "
+                f"sigma={p.noise_sigma} compat={p.compat}"
+            )
+        chosen.append(p)
+    return [ResidualParams(sigma=p.noise_sigma, levels=p.levels, compat=p.compat) for p in chosen]
+
+
+class _Scorer:
+    """Photo -> one MatchResult per fingerprint, one residual per distinct parameter set."""
+
+    def __init__(self, fps, params, dev, rotations, search_shift, threshold):
+        from camid.prnu.match import FingerprintBank
+
+        self.groups = {}
+        for idx, p in enumerate(params):
+            self.groups.setdefault(p, []).append(idx)
+        self.banks = {
+            p: FingerprintBank(
+                [fps[i] for i in idxs],
+                dev,
+                rotations=rotations,
+                search_shift=search_shift,
+                threshold=threshold,
+            )
+            for p, idxs in self.groups.items()
+        }
+        self.n = len(fps)
+        self.dev = dev
+
+    def score(self, pixels):
+        from camid.prnu.residual import residual_and_grey
+
+        results = [None] * self.n
+        for p, idxs in self.groups.items():
+            w, g = residual_and_grey(pixels, p, self.dev)
+            for i, r in zip(idxs, self.banks[p].score(w, g), strict=True):
+                results[i] = r
+        return results
+
+
+def _fp_fields(fp) -> dict:
+    return {
+        "fingerprint": fp.label,
+        "fingerprint_file": str(fp.path) if fp.path else None,
+        "fingerprint_sha256": fp.sha256,
+    }
+
+
+@app.command()
+def match(
+    inputs: InputsArg,
+    fingerprints: FingerprintOpt = None,  # type: ignore[assignment]
+    threshold: ThresholdOpt = 60.0,
+    rotations: RotationsOpt = "auto",
+    search_shift: SearchShiftOpt = False,
+    no_match_ok: Annotated[
+        bool,
+        typer.Option(
+            "--no-match-ok",
+            help="Exit 0 even when a photo matches none of the fingerprints (default: exit 1).",
+        ),
+    ] = False,
+    sigma: SigmaOpt = None,
+    compat: CompatOpt = False,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    recursive: RecursiveOpt = False,
+    ext: ExtOpt = None,
+    failed_list: FailedListOpt = None,
+    fmt: FormatOpt = Format.auto,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = 0,
+) -> None:
+    """Did these photos come from the device of a fingerprint? One row per photo x fingerprint.
+
+    Exit 0 when every photo matched some fingerprint, 1 when at least one matched none
+    (unless --no-match-ok), 3 when some inputs could not be read.
+    """
+    out = output_from(fmt, json_, quiet)
+    rotations = _rotations(rotations)
+    fps = _load_fingerprints(list(fingerprints or []))
+    scorer = _Scorer(
+        fps,
+        _query_params(fps, sigma, compat, out),
+        _device(device, threads),
+        rotations,
+        search_shift,
+        threshold,
+    )
+    paths, failed = gather_inputs(out, inputs, recursive, ext)
+    unmatched = 0
+    for p in out.progress(paths, description="Matching"):
+        try:
+            img = _load(p)
+            try:
+                results = scorer.score(img.pixels)
+            except ValueError as exc:
+                raise _too_small(p, exc) from exc
+        except InputError as exc:
+            out.error(str(exc))
+            failed.append(str(p))
+            continue
+        if not any(r.decision for r in results):
+            unmatched += 1
+        for fp, r in zip(fps, results, strict=True):
+            if r.crop_note:
+                out.info(f"{p}: {fp.label}: {r.crop_note}")
+            rec = {"path": str(p), "sha256": img.sha256}
+            rec.update(r.to_record())
+            rec.update(_fp_fields(fp))
+            rec["camid_version"] = __version__
+            out.record(rec)
+    out.finish(columns=None if out.machine else MATCH_COLUMNS, title="PRNU match")
+    code = finish_batch(out, failed, failed_list, len(paths) + len(failed))
+    if code == EXIT_OK and unmatched and not no_match_ok:
+        out.info(f"{unmatched} photo(s) matched no fingerprint (PCE <= {threshold:g})")
+        code = EXIT_FINDING
+    raise typer.Exit(code)
+
+
+@app.command()
+def matrix(
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Photos, folders or '-' (default: the manifest's photos).", show_default=False
+        ),
+    ] = None,
+    fingerprints: FingerprintOpt = None,  # type: ignore[assignment]
+    manifest: Annotated[
+        Path | None,
+        typer.Option("--manifest", help="CSV with path and device columns (ground truth)."),
+    ] = None,
+    threshold: ThresholdOpt = 60.0,
+    fpr: Annotated[float, typer.Option("--fpr", help="Report the TPR at this FPR.")] = 0.01,
+    summary_only: Annotated[
+        bool, typer.Option("--summary", help="Print only the summary (AUC, EER, top-1) as data.")
+    ] = False,
+    scores_csv: Annotated[
+        Path | None, typer.Option("--scores-csv", help="Also write the PCE matrix to this CSV.")
+    ] = None,
+    rotations: RotationsOpt = "auto",
+    search_shift: SearchShiftOpt = False,
+    sigma: SigmaOpt = None,
+    compat: CompatOpt = False,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    recursive: RecursiveOpt = False,
+    ext: ExtOpt = None,
+    failed_list: FailedListOpt = None,
+    fmt: FormatOpt = Format.auto,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = 0,
+) -> None:
+    """Fingerprints x photos PCE matrix; with --manifest also AUC, EER, TPR@FPR and top-1."""
+    import numpy as np
+
+    from camid.prnu.stats import summarize
+
+    out = output_from(fmt, json_, quiet)
+    rotations = _rotations(rotations)
+    if not 0 < fpr < 1:
+        raise UsageError("--fpr must be between 0 and 1")
+    fps = _load_fingerprints(list(fingerprints or []))
+    truth: dict[Path, str | None] = {}
+    items = list(inputs or [])
+    if manifest is not None:
+        from camid.data.manifest import read_manifest
+
+        samples = read_manifest(manifest)
+        truth = {s.path.resolve(): s.device for s in samples}
+        if not items:
+            items = [str(s.path) for s in samples]
+        if not any(truth.values()):
+            out.warn(f"{manifest}: no 'device' values: no ground truth for the statistics")
+    if not items:
+        raise UsageError("give photos or a --manifest")
+    scorer = _Scorer(
+        fps,
+        _query_params(fps, sigma, compat, out),
+        _device(device, threads),
+        rotations,
+        search_shift,
+        threshold,
+    )
+    paths, failed = gather_inputs(out, items, recursive, ext)
+    columns, photo_labels, records = [], [], []
+    for p in out.progress(paths, description="Scoring"):
+        try:
+            img = _load(p)
+            try:
+                results = scorer.score(img.pixels)
+            except ValueError as exc:
+                raise _too_small(p, exc) from exc
+        except InputError as exc:
+            out.error(str(exc))
+            failed.append(str(p))
+            continue
+        label = truth.get(p.resolve())
+        columns.append([r.pce for r in results])
+        photo_labels.append(label)
+        for fp, r in zip(fps, results, strict=True):
+            records.append(
+                {
+                    "path": str(p),
+                    "sha256": img.sha256,
+                    "device": label,
+                    "same_device": (label == fp.label) if label is not None else None,
+                    **r.to_record(),
+                    **_fp_fields(fp),
+                    "camid_version": __version__,
+                }
+            )
+    scores = np.asarray(columns, dtype=np.float64).T.reshape(len(fps), len(columns))
+    fp_labels = [fp.label for fp in fps]
+    summary = summarize(scores, fp_labels, photo_labels, threshold, fpr).to_record()
+    summary.update({"fingerprints": len(fps), "photos": len(columns), "camid_version": __version__})
+    if scores_csv is not None:
+        _write_scores(scores_csv, fp_labels, [r for r in records], len(fps))
+    if summary_only:
+        out.emit([summary], title="PRNU matrix summary")
+    else:
+        out.emit(records, columns=None if out.machine else MATRIX_COLUMNS, title="PRNU matrix")
+        out.info(_summary_line(summary))
+    raise typer.Exit(finish_batch(out, failed, failed_list, len(paths) + len(failed)))
+
+
+def _summary_line(s: dict) -> str:
+    def f(v, spec=".4f"):
+        return "n/a" if v is None else format(v, spec)
+
+    head = f"{s['fingerprints']} fingerprints x {s['photos']} photos; "
+    if not s["pairs"]:
+        return head + "no ground truth (give --manifest with a 'device' column for AUC/EER)"
+    return (
+        head
+        + f"{s['positives']} same-device / {s['negatives']} different-device pairs with ground "
+        f"truth; AUC {f(s['auc'])}, EER {f(s['eer'])}, TPR@FPR={s['fpr_target']:g} "
+        f"{f(s['tpr_at_fpr'])}, at PCE>{s['threshold']:g}: TPR {f(s['tpr_at_threshold'])} "
+        f"FPR {f(s['fpr_at_threshold'])}; top-1 {f(s['top1'])} over {s['top1_photos']} photos"
+    )
+
+
+def _write_scores(path: Path, fp_labels: list[str], records: list[dict], n_fp: int) -> None:
+    import csv
+    import io
+
+    from camid.io.atomic import write_text_atomic
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "sha256", "device", *fp_labels])
+    for j in range(0, len(records), n_fp):
+        row = records[j : j + n_fp]
+        w.writerow(
+            [row[0]["path"], row[0]["sha256"], row[0]["device"] or "", *[r["pce"] for r in row]]
+        )
+    write_text_atomic(path, buf.getvalue())

@@ -1,0 +1,403 @@
+"""Matching residuals against fingerprints: NCC, PCE (correct definition) and p-values.
+
+Conventions (see docs/prnu.md):
+
+* X = W_q * I_q (query residual times its grey intensity, mean removed over the query),
+  Y = K - mean(K); the circular cross-correlation c(s) = sum_x X(x) Y(x + s) is computed
+  with float32 FFTs.
+* peak = c(0) when query and fingerprint are aligned; with ``search_shift`` (query is a crop of
+  the full frame) the peak is the maximum over the shifts where the query fits inside K.
+* energy = mean of c^2 over all shifts except an 11x11 neighbourhood of the peak, taken with
+  wrap-around; PCE = sign(peak) * peak^2 / energy. A match is PCE > 60.
+* NCC = Pearson correlation of W_q and I_q * K at the chosen alignment.
+* p-value = false-alarm probability 1 - (1 - Q(sqrt(PCE)))^n for n tested alignments
+  (shifts x orientations), Q the standard normal tail.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.special import log_ndtr
+
+from camid.prnu.fingerprint import Fingerprint
+
+DEFAULT_THRESHOLD = 60.0
+EXCLUSION = 11
+ROTATION_POLICIES = ("auto", "all", "none")
+SURFACE_BUDGET = 256 << 20
+"""Bytes of correlation surfaces computed at once in the batched path."""
+
+# (quarter turns counter-clockwise, then transpose?) -> name; applied to the sensor grid,
+# the name says how the photo's pixel grid relates to the fingerprint's.
+TRANSFORMS: tuple[tuple[int, bool], ...] = tuple((k, t) for t in (False, True) for k in range(4))
+
+
+def transform_name(turns: int, transpose: bool) -> str:
+    """Readable name of a dihedral transform ("rot0", "rot90", ..., "rot90+transpose")."""
+    if transpose:
+        return "transpose" if turns == 0 else f"rot{90 * turns}+transpose"
+    return f"rot{90 * turns}"
+
+
+def apply_transform(x: torch.Tensor, turns: int, transpose: bool) -> torch.Tensor:
+    """Rotate the last two dims by `turns` quarter turns (counter-clockwise), then transpose."""
+    y = torch.rot90(x, turns, dims=(-2, -1)) if turns % 4 else x
+    return y.transpose(-2, -1) if transpose else y
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def p_value_from_pce(pce: float, n_tests: int = 1) -> tuple[float, float]:
+    """(false-alarm probability, its log10) of a PCE under the Gaussian null, n alignments."""
+    z = math.copysign(math.sqrt(abs(pce)), pce)
+    log_p1 = float(log_ndtr(-z))  # natural log of Q(z)
+    n = max(1, int(n_tests))
+    if n == 1:
+        log_fa = log_p1
+    elif log_p1 < -27.0:  # p1 < 1e-12: 1 - (1 - p)^n == n p to double precision
+        log_fa = math.log(n) + log_p1
+    else:
+        p1 = math.exp(log_p1)
+        fa = -math.expm1(n * math.log1p(-p1)) if p1 < 1.0 else 1.0
+        log_fa = math.log(fa) if fa > 0 else -math.inf
+    return math.exp(log_fa), log_fa / math.log(10.0)
+
+
+def _neighbourhood(n: int, centre: int, size: int, device: torch.device) -> torch.Tensor:
+    """Indices of a `size`-wide window around `centre` on a circle of length n (no repeats)."""
+    half = size // 2
+    idx = torch.remainder(torch.arange(centre - half, centre + half + 1, device=device), n)
+    return torch.unique(idx)
+
+
+def pce_from_surface(
+    c: torch.Tensor,
+    peak_at: tuple[int, int] | None = None,
+    search: tuple[int, int] | None = None,
+    exclusion: int = EXCLUSION,
+) -> tuple[float, float, tuple[int, int]]:
+    """(pce, peak, (dy, dx)) of one correlation surface (H, W).
+
+    The peak is c at `peak_at` (default zero shift) or, with `search=(max_dy, max_dx)`, the
+    maximum over shifts 0..max_dy x 0..max_dx. The energy excludes an `exclusion`-square
+    neighbourhood of the peak with wrap-around.
+    """
+    h, w = c.shape[-2:]
+    if search is not None:
+        region = c[: search[0] + 1, : search[1] + 1]
+        flat = int(torch.argmax(region))
+        dy, dx = divmod(flat, region.shape[-1])
+    else:
+        dy, dx = peak_at or (0, 0)
+    peak = float(c[dy, dx])
+    rows = _neighbourhood(h, dy, exclusion, c.device)
+    cols = _neighbourhood(w, dx, exclusion, c.device)
+    near = c.index_select(0, rows).index_select(1, cols)
+    count = h * w - near.numel()
+    if count <= 0:
+        raise ValueError(f"{w}x{h} is too small for a PCE with a {exclusion}-pixel exclusion")
+    c64 = c.double()
+    energy = (float((c64 * c64).sum()) - float((near.double() ** 2).sum())) / count
+    if energy <= 0:
+        return 0.0, peak, (dy, dx)
+    return math.copysign(peak * peak / energy, peak), peak, (dy, dx)
+
+
+def _zero_shift_pce(c: torch.Tensor, exclusion: int = EXCLUSION) -> torch.Tensor:
+    """PCE at zero shift for a batch of surfaces (G, H, W), float64 on the same device."""
+    h, w = c.shape[-2:]
+    rows = _neighbourhood(h, 0, exclusion, c.device)
+    cols = _neighbourhood(w, 0, exclusion, c.device)
+    total = torch.sum(c * c, dim=(-2, -1), dtype=torch.float64)
+    near = c.index_select(-2, rows).index_select(-1, cols).double()
+    count = h * w - rows.numel() * cols.numel()
+    if count <= 0:
+        raise ValueError(f"{w}x{h} is too small for a PCE with a {exclusion}-pixel exclusion")
+    energy = (total - (near * near).sum(dim=(-2, -1))) / count
+    peak = c[..., 0, 0].double()
+    pce = torch.sign(peak) * peak * peak / energy.clamp_min(1e-300)
+    return torch.where(energy > 0, pce, torch.zeros_like(pce))
+
+
+def ncc(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of two equal-size tensors (float64 reduction)."""
+    a = a.double().flatten()
+    b = b.double().flatten()
+    a = a - a.mean()
+    b = b - b.mean()
+    den = float(torch.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum()) / den if den > 0 else 0.0
+
+
+def _batched_ncc(
+    w: torch.Tensor, i: torch.Tensor, ks: torch.Tensor, ks_sq: torch.Tensor | None = None
+) -> torch.Tensor:
+    """corr(W, I * K_g) for a stack ks (G, H, W) without forming the G products.
+
+    With W0 = W - mean(W): num = (W0 I) . K_g, and
+    |I K_g - mean|^2 = (I^2) . (K_g^2) - ((I . K_g)^2) / N, as matrix-vector products.
+    """
+    n = w.numel()
+    kf = ks.flatten(1)
+    ksq = (kf * kf) if ks_sq is None else ks_sq.flatten(1)
+    w0 = w.flatten() - w.mean()
+    i_f = i.flatten()
+    num = (kf @ (w0 * i_f)).double()
+    s1 = (kf @ i_f).double()
+    s2 = (ksq @ (i_f * i_f)).double()
+    var_sig = (s2 - s1 * s1 / n).clamp_min(0.0)
+    den = torch.sqrt(var_sig * torch.sum(w0 * w0, dtype=torch.float64))
+    return torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(num))
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class MatchResult:
+    """The comparison of one photo with one fingerprint."""
+
+    fingerprint: str
+    pce: float
+    ncc: float
+    p_value: float
+    log10_p_value: float
+    decision: bool
+    rotation: str = "rot0"
+    shift: tuple[int, int] | None = None
+    crop_note: str | None = None
+    n_tests: int = 1
+    compared_size: tuple[int, int] = (0, 0)
+    threshold: float = DEFAULT_THRESHOLD
+    extra: dict = field(default_factory=dict)
+
+    def to_record(self) -> dict:
+        """Flat, JSON-ready fields (snake_case, numbers stay numbers)."""
+        return {
+            "fingerprint": self.fingerprint,
+            "pce": round(self.pce, 3),
+            "ncc": round(self.ncc, 6),
+            "p_value": self.p_value,
+            "log10_p_value": round(self.log10_p_value, 3),
+            "decision": "match" if self.decision else "no match",
+            "rotation": self.rotation,
+            "shift": list(self.shift) if self.shift is not None else None,
+            "crop_note": self.crop_note,
+            "compared_size": f"{self.compared_size[1]}x{self.compared_size[0]}",
+            "n_tests": self.n_tests,
+        }
+
+
+def _centre_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    y0 = (x.shape[-2] - h) // 2
+    x0 = (x.shape[-1] - w) // 2
+    return x[..., y0 : y0 + h, x0 : x0 + w]
+
+
+def _surface(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """c(s) = sum_x X(x) Y(x + s), circular, via real FFTs; x, y already mean-removed."""
+    s = (y.shape[-2], y.shape[-1])
+    fx = torch.fft.rfft2(x, s=s)
+    fy = torch.fft.rfft2(y)
+    return torch.fft.irfft2(torch.conj(fx) * fy, s=s)
+
+
+def _score_one_orientation(
+    w: torch.Tensor, i: torch.Tensor, k: torch.Tensor, search_shift: bool, exclusion: int
+) -> tuple[float, float, tuple[int, int] | None, str | None, int, tuple[int, int]]:
+    """(pce, ncc, shift, note, n_tests, compared size) for one orientation of K."""
+    h, wd = w.shape
+    hk, wk = k.shape
+    if (h, wd) == (hk, wk):
+        x = w * i
+        x = x - x.mean()
+        c = _surface(x, k - k.mean())
+        pce, _, _ = pce_from_surface(c, exclusion=exclusion)
+        return pce, ncc(w, i * k), None, None, 1, (h, wd)
+    if search_shift and h <= hk and wd <= wk:
+        x = w * i
+        x = x - x.mean()  # zero padding after the mean is removed over the query only
+        c = _surface(x, k - k.mean())
+        pce, _, (dy, dx) = pce_from_surface(c, search=(hk - h, wk - wd), exclusion=exclusion)
+        kc = k[dy : dy + h, dx : dx + wd]
+        note = f"photo {wd}x{h} searched inside the fingerprint's {wk}x{hk}: offset x={dx} y={dy}"
+        n = (hk - h + 1) * (wk - wd + 1)
+        return pce, ncc(w, i * kc), (dy, dx), note, n, (h, wd)
+    ch, cw = min(h, hk), min(wd, wk)
+    parts = []
+    if (h, wd) != (ch, cw):
+        parts.append(f"photo {wd}x{h}")
+    if (hk, wk) != (ch, cw):
+        parts.append(f"fingerprint {wk}x{hk}")
+    note = f"sizes differ: centre-cropped {' and '.join(parts)} to {cw}x{ch}"
+    if search_shift:
+        note += " (shift search needs a photo no larger than the fingerprint)"
+    wc, ic, kc = _centre_crop(w, ch, cw), _centre_crop(i, ch, cw), _centre_crop(k, ch, cw)
+    x = wc * ic
+    x = x - x.mean()
+    c = _surface(x, kc - kc.mean())
+    pce, _, _ = pce_from_surface(c, exclusion=exclusion)
+    return pce, ncc(wc, ic * kc), None, note, 1, (ch, cw)
+
+
+def candidate_transforms(
+    photo_shape: tuple[int, int], fp_shape: tuple[int, int], rotations: str
+) -> list[tuple[int, bool]]:
+    """Orientations to try: `none` identity, `all` the 8, `auto` identity if sizes agree else 8."""
+    if rotations not in ROTATION_POLICIES:
+        raise ValueError(f"rotations must be one of {ROTATION_POLICIES}, got {rotations!r}")
+    if rotations == "none" or (rotations == "auto" and tuple(photo_shape) == tuple(fp_shape)):
+        return [(0, False)]
+    return list(TRANSFORMS)
+
+
+def match_residual(
+    residual: torch.Tensor,
+    grey: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    name: str = "fingerprint",
+    rotations: str = "auto",
+    search_shift: bool = False,
+    threshold: float = DEFAULT_THRESHOLD,
+    exclusion: int = EXCLUSION,
+) -> MatchResult:
+    """Compare one query residual (H, W) and its grey pixels with a fingerprint K."""
+    k = k.to(device=residual.device, dtype=torch.float32)
+    best = None
+    n_total = 0
+    for turns, tr in candidate_transforms(tuple(residual.shape), tuple(k.shape), rotations):
+        kt = apply_transform(k, turns, tr)
+        pce, rho, shift, note, n, size = _score_one_orientation(
+            residual, grey, kt, search_shift, exclusion
+        )
+        n_total += n
+        if best is None or pce > best[0]:
+            best = (pce, rho, shift, note, size, transform_name(turns, tr))
+    assert best is not None
+    pce, rho, shift, note, size, rot = best
+    p, log10p = p_value_from_pce(pce, n_total)
+    return MatchResult(
+        fingerprint=name,
+        pce=pce,
+        ncc=rho,
+        p_value=p,
+        log10_p_value=log10p,
+        decision=pce > threshold,
+        rotation=rot,
+        shift=shift,
+        crop_note=note,
+        n_tests=n_total,
+        compared_size=size,
+        threshold=threshold,
+    )
+
+
+class FingerprintBank:
+    """Fingerprints held on a device, scored against one photo at a time.
+
+    Fingerprints with the photo's exact size are scored together: one FFT of the photo,
+    cached FFTs of the fingerprints, one batched inverse FFT (the many-to-many path).
+    """
+
+    def __init__(
+        self,
+        fingerprints: Sequence[Fingerprint],
+        device: torch.device | str = "cpu",
+        *,
+        rotations: str = "auto",
+        search_shift: bool = False,
+        threshold: float = DEFAULT_THRESHOLD,
+        exclusion: int = EXCLUSION,
+    ) -> None:
+        if rotations not in ROTATION_POLICIES:
+            raise ValueError(f"rotations must be one of {ROTATION_POLICIES}, got {rotations!r}")
+        self.fingerprints = list(fingerprints)
+        self.device = torch.device(device)
+        self.rotations = rotations
+        self.search_shift = search_shift
+        self.threshold = threshold
+        self.exclusion = exclusion
+        self.ks = [
+            torch.from_numpy(np.asarray(fp.k, np.float32)).to(self.device)
+            for fp in self.fingerprints
+        ]
+        self.groups: dict[tuple[int, int], list[int]] = {}
+        for idx, k in enumerate(self.ks):
+            self.groups.setdefault((int(k.shape[0]), int(k.shape[1])), []).append(idx)
+        self._spectra: dict[tuple[int, int], torch.Tensor] = {}
+        self._stacks: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _group_stack(self, shape: tuple[int, int]) -> torch.Tensor:
+        if shape not in self._stacks:
+            stack = torch.stack([self.ks[i] for i in self.groups[shape]])
+            for j, idx in enumerate(self.groups[shape]):  # share memory with the stack
+                self.ks[idx] = stack[j]
+            self._stacks[shape] = stack
+        return self._stacks[shape]
+
+    def _group_spectra(self, shape: tuple[int, int]) -> torch.Tensor:
+        if shape not in self._spectra:
+            stack = self._group_stack(shape)
+            stack = stack - stack.mean(dim=(-2, -1), keepdim=True)
+            self._spectra[shape] = torch.fft.rfft2(stack)
+        return self._spectra[shape]
+
+    def score(self, residual: torch.Tensor, grey: torch.Tensor) -> list[MatchResult]:
+        """One MatchResult per fingerprint (in the bank's order) for a residual and its grey."""
+        residual = residual.to(self.device, torch.float32)
+        grey = grey.to(self.device, torch.float32)
+        shape = (int(residual.shape[0]), int(residual.shape[1]))
+        results: list[MatchResult | None] = [None] * len(self.ks)
+        if shape in self.groups and self.rotations != "all":
+            idxs = self.groups[shape]
+            pces, nccs = self._batched_zero_shift(residual, grey, shape)
+            for j, idx in enumerate(idxs):
+                pce = float(pces[j])
+                p, log10p = p_value_from_pce(pce, 1)
+                results[idx] = MatchResult(
+                    fingerprint=self.fingerprints[idx].label,
+                    pce=pce,
+                    ncc=float(nccs[j]),
+                    p_value=p,
+                    log10_p_value=log10p,
+                    decision=pce > self.threshold,
+                    compared_size=shape,
+                    threshold=self.threshold,
+                )
+        for idx, res in enumerate(results):
+            if res is None:
+                results[idx] = match_residual(
+                    residual,
+                    grey,
+                    self.ks[idx],
+                    name=self.fingerprints[idx].label,
+                    rotations=self.rotations,
+                    search_shift=self.search_shift,
+                    threshold=self.threshold,
+                    exclusion=self.exclusion,
+                )
+        return [r for r in results if r is not None]
+
+    def _batched_zero_shift(
+        self, residual: torch.Tensor, grey: torch.Tensor, shape: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = residual * grey
+        x = x - x.mean()
+        fx = torch.conj(torch.fft.rfft2(x))
+        spectra = self._group_spectra(shape)
+        idxs = self.groups[shape]
+        per = max(1, SURFACE_BUDGET // (shape[0] * shape[1] * 4 * 3))
+        pces, nccs = [], []
+        for s in range(0, len(idxs), per):
+            c = torch.fft.irfft2(fx[None] * spectra[s : s + per], s=shape)
+            pces.append(_zero_shift_pce(c, self.exclusion).cpu())
+            ks = self._group_stack(shape)[s : s + per]
+            nccs.append(_batched_ncc(residual, grey, ks).cpu())
+        return torch.cat(pces), torch.cat(nccs)
