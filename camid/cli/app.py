@@ -39,10 +39,14 @@ def root(
 
 # Command modules, each registering itself on `app` or exposing a sub-app `app`.
 _GROUPS: list[tuple[str, str | None, str]] = [
+    ("camid.cli.demo", None, ""),
     ("camid.cli.info", None, ""),
     ("camid.cli.exif", None, ""),
     ("camid.cli.dataset", "dataset", "Dataset manifests and summaries (camera x label)."),
     ("camid.cli.models", "models", "The model registry: architectures and trained models."),
+    ("camid.cli.train", None, ""),
+    ("camid.cli.evaluate", None, ""),
+    ("camid.cli.identify", None, ""),
     ("camid.cli.synth", "synth", "Synthetic camera benchmark datasets."),
     ("camid.cli.prnu", "prnu", "PRNU sensor fingerprints: residuals, fingerprints, matching."),
 ]

@@ -252,16 +252,36 @@ def mobilenet_v2(num_classes: int) -> nn.Module:
 # --- small networks for patches (the CPU path) -----------------------------------------
 
 
+class HighPass(nn.Module):
+    """Fixed per-channel 3x3 residual filter: each pixel minus the mean of its 8 neighbours.
+
+    Suppresses scene content so the network sees the processing traces (demosaicing, noise,
+    sharpening, JPEG) first; not trained (a buffer, covered by the weights hash).
+    """
+
+    def __init__(self, gain: float = 4.0) -> None:
+        super().__init__()
+        k = torch.full((3, 1, 3, 3), -1.0 / 8.0)
+        k[:, :, 1, 1] = 1.0
+        self.register_buffer("weight", k * gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual image, same shape as the input."""
+        return nn.functional.conv2d(x, self.weight, padding=1, groups=3)
+
+
 class PatchNet(nn.Module):
     """A small fully-convolutional camera-trace network for 32-96 px patches.
 
     The first stage keeps full resolution (no stride, no pooling) so the high-frequency
     traces of demosaicing, denoising and JPEG survive; later stages downsample and a global
     average pool makes the network size-agnostic (patch grids and whole images alike).
+    With `highpass`, a fixed residual filter comes first (see HighPass).
     """
 
-    def __init__(self, num_classes: int, width: int = 32) -> None:
+    def __init__(self, num_classes: int, width: int = 32, highpass: bool = False) -> None:
         super().__init__()
+        self.prefilter = HighPass() if highpass else None
 
         def block(cin: int, cout: int, stride: int) -> nn.Sequential:
             return nn.Sequential(
@@ -287,6 +307,8 @@ class PatchNet(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled feature vector (N, 4*width)."""
+        if self.prefilter is not None:
+            x = self.prefilter(x)
         return self.pool(self.features(x)).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -314,3 +336,26 @@ def patchnet(num_classes: int) -> nn.Module:
 def patchnet_tiny(num_classes: int) -> nn.Module:
     """PatchNet with width 16."""
     return PatchNet(num_classes, width=16)
+
+
+@register_model(
+    input_size=64,
+    min_input_size=16,
+    family="patch",
+    description="PatchNet with a fixed high-pass residual input (width 32): learns camera "
+    "traces fastest on CPU",
+)
+def patchnet_hp(num_classes: int) -> nn.Module:
+    """PatchNet (width 32) behind a fixed 3x3 high-pass residual filter."""
+    return PatchNet(num_classes, width=32, highpass=True)
+
+
+@register_model(
+    input_size=64,
+    min_input_size=16,
+    family="patch",
+    description="tiny high-pass PatchNet (width 16) for tests and quick CPU runs",
+)
+def patchnet_hp_tiny(num_classes: int) -> nn.Module:
+    """PatchNet (width 16) behind a fixed 3x3 high-pass residual filter."""
+    return PatchNet(num_classes, width=16, highpass=True)

@@ -1,0 +1,170 @@
+"""`camid evaluate`: accuracy of a stored model on a dataset's test images, unaltered and
+manipulated (JPEG / gamma / resize), per camera, with confusion matrices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from camid.cli.common import DeviceOpt, FormatOpt, JsonOpt, QuietOpt, output_from
+from camid.cli.identify import (
+    AgreementOpt,
+    BatchOpt,
+    TtaOpt,
+    UnknownOpt,
+    ViewsOpt,
+    WorkersOpt,
+    load_identifier,
+)
+from camid.errors import EXIT_INPUT
+from camid.report.output import Format
+
+DEFAULT_MANIPULATIONS = "jpeg:90,jpeg:70,gamma:0.8,gamma:1.2,resize:0.5,resize:2.0"
+
+
+def register(app: typer.Typer) -> None:
+    """Add `evaluate` to the root app."""
+
+    @app.command()
+    def evaluate(
+        model: Annotated[str, typer.Argument(help="Registry name or .safetensors file.")],
+        dataset: Annotated[
+            str,
+            typer.Argument(
+                help="Manifest CSV or folder; split=test rows are used when there is a split "
+                "column, else every image."
+            ),
+        ],
+        manipulations: Annotated[
+            str,
+            typer.Option(
+                "--manipulations",
+                help="Manipulated copies to test besides the original, comma-separated "
+                "(jpeg:Q, gamma:G, resize:F) or 'none'.",
+            ),
+        ] = DEFAULT_MANIPULATIONS,
+        plot: Annotated[
+            Path | None,
+            typer.Option(
+                "--plot", help="Write the confusion matrix of the unaltered images to this PNG."
+            ),
+        ] = None,
+        unknown_threshold: UnknownOpt = None,
+        min_agreement: AgreementOpt = None,
+        max_views: ViewsOpt = None,
+        d4: TtaOpt = None,
+        region: Annotated[
+            str | None,
+            typer.Option(
+                help="Only views from this part of the frame: full, left, right, center80."
+            ),
+        ] = None,
+        batch_size: BatchOpt = 128,
+        workers: WorkersOpt = 2,
+        device: DeviceOpt = "auto",
+        fmt: FormatOpt = Format.auto,
+        json_: JsonOpt = False,
+        quiet: QuietOpt = 0,
+    ) -> None:
+        """Accuracy overall and per camera, confusion matrix, on unaltered and manipulated
+        copies of the test images; the open-set 'unknown' rate for cameras the model does
+        not know. JSON output is one object (see docs/identify.md)."""
+        from camid.data.augment import parse_manipulations
+        from camid.data.dataset import load_dataset
+        from camid.engine.evaluate import evaluate as run_eval
+        from camid.engine.evaluate import test_items
+
+        out = output_from(fmt, json_, quiet)
+        conds = [None, *parse_manipulations(manipulations)]
+        ident = load_identifier(
+            model,
+            device,
+            unknown_threshold=unknown_threshold,
+            min_agreement=min_agreement,
+            max_views=max_views,
+            d4=d4,
+            region=region,
+            batch_size=batch_size,
+            workers=workers,
+        )
+        ds = load_dataset(dataset)
+        samples, note = test_items(ds.samples, ident.card.task)
+        out.info(
+            f"evaluating {ident.card.name} on {note}, conditions: "
+            + ", ".join("original" if c is None else c.name for c in conds)
+        )
+        bar = out.progress_bar()
+        tasks: dict[str, object] = {}
+
+        def progress(cond: str, done: int, total: int) -> None:
+            if cond not in tasks:
+                tasks[cond] = bar.add_task(cond, total=total)
+            bar.update(tasks[cond], completed=done)  # type: ignore[arg-type]
+
+        with bar:
+            report = run_eval(ident, samples, conditions=conds, progress=progress)
+        report["dataset"] = str(dataset)
+        report["test_selection"] = note
+        report["unknown_threshold"] = ident.rule.threshold
+        report["min_agreement"] = ident.rule.min_agreement
+        for err in report["errors"]:
+            out.error(err)
+        if plot is not None and report["conditions"]:
+            from camid.engine.plots import confusion_figure
+
+            c0 = report["conditions"][0]["confusion"]
+            confusion_figure(
+                c0["matrix"],
+                c0["true"],
+                c0["predicted"],
+                plot,
+                title=f"{ident.card.name}: unaltered test images",
+            )
+            report["plot"] = str(plot)
+            out.info(f"confusion matrix written to {plot}")
+        if out.fmt in ("json", "ndjson"):
+            out.emit_object(report)
+        else:
+            rows = []
+            for c in report["conditions"]:
+                rows.append(
+                    {
+                        "condition": c["condition"],
+                        "camera": "(all)",
+                        "n": c["n"],
+                        "accuracy": c["accuracy"],
+                        "unknown_rate": c["unknown_rate"],
+                        "open_set_n": c["open_set"]["n"],
+                        "open_set_unknown_rate": c["open_set"]["unknown_rate"],
+                    }
+                )
+                if out.fmt == "csv":
+                    for cam, pc in c["per_class"].items():
+                        rows.append(
+                            {
+                                "condition": c["condition"],
+                                "camera": cam,
+                                "n": pc["n"],
+                                "accuracy": pc["accuracy"],
+                                "unknown_rate": pc["unknown_rate"],
+                            }
+                        )
+            out.emit(rows, title=f"{ident.card.name} on {dataset}")
+            if out.fmt == "table" and report["conditions"]:
+                c0 = report["conditions"][0]
+                per = [{"camera": cam, **pc} for cam, pc in c0["per_class"].items()]
+                out.emit(per, title="per camera (unaltered)")
+                conf = [
+                    {
+                        "true \\ predicted": t,
+                        **dict(zip(c0["confusion"]["predicted"], row, strict=True)),
+                    }
+                    for t, row in zip(
+                        c0["confusion"]["true"], c0["confusion"]["matrix"], strict=True
+                    )
+                ]
+                out.emit(conf, title="confusion matrix (unaltered)")
+        if report["errors"]:
+            raise typer.Exit(EXIT_INPUT)

@@ -1,0 +1,234 @@
+"""`camid identify`: which camera model took each photo (with "unknown" and an EXIF check)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from camid.cli.common import (
+    DeviceOpt,
+    ExtOpt,
+    FailedListOpt,
+    FormatOpt,
+    InputsArg,
+    JsonOpt,
+    QuietOpt,
+    RecursiveOpt,
+    finish_batch,
+    gather_inputs,
+    output_from,
+)
+from camid.errors import EXIT_FINDING, InputError, UsageError
+from camid.report.output import Format
+
+TABLE_COLUMNS = [
+    "path", "camera", "probability", "agreement", "decision", "exif_camera", "exif_check",
+    "reason",
+]  # fmt: skip
+
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Registry name or .safetensors file of a model.")
+]
+
+
+def load_identifier(
+    model_ref: str,
+    device: str,
+    *,
+    unknown_threshold: float | None,
+    min_agreement: float | None,
+    max_views: int | None,
+    d4: bool | None,
+    region: str | None,
+    batch_size: int,
+    workers: int,
+    top_k: int = 3,
+):
+    """Build an Identifier from CLI-style options (shared by identify and evaluate)."""
+    from camid.device import resolve_device
+    from camid.engine.predict import OpenSetRule, default_view_spec
+    from camid.identify import Identifier
+    from camid.models.store import load_model
+
+    dev = resolve_device(device)
+    model, card = load_model(model_ref, dev)
+    cal = card.calibration or {}
+    threshold = (
+        unknown_threshold
+        if unknown_threshold is not None
+        else float(cal.get("unknown_threshold", 0.5))
+    )
+    agreement = min_agreement if min_agreement is not None else float(cal.get("min_agreement", 0.0))
+    if not 0 <= threshold <= 1 or not 0 <= agreement <= 1:
+        raise UsageError("--unknown-threshold and --min-agreement must be between 0 and 1")
+    if batch_size < 1 or workers < 0 or top_k < 1:
+        raise UsageError("--batch-size and --top-k must be positive, --workers >= 0")
+    views = default_view_spec(card, max_views=max_views, d4=d4, region=region)
+    return Identifier(
+        model,
+        card,
+        dev,
+        views=views,
+        rule=OpenSetRule(threshold, agreement),
+        top_k=top_k,
+        batch_size=batch_size,
+        workers=workers,
+    )
+
+
+def prnu_scorer(files: list[Path], device, out):
+    """A callback giving the best PCE of a photo against PRNU fingerprint files."""
+    from camid.prnu.match import FingerprintBank
+    from camid.prnu.residual import residual_and_grey
+    from camid.prnu.store import load_fingerprint
+
+    fps = [load_fingerprint(f) for f in files]
+    params = fps[0].params
+    if any(fp.params != params for fp in fps[1:]):
+        out.warn("fingerprints were made with different residual settings; using the first's")
+    bank = FingerprintBank(fps, device)
+
+    def score(meta, _agg) -> dict | None:
+        if meta.pixels is None:
+            return None
+        residual, grey = residual_and_grey(meta.pixels, params, device)
+        results = bank.score(residual, grey)
+        best = max(results, key=lambda r: r.pce)
+        return {
+            "best_fingerprint": best.fingerprint,
+            "pce": round(best.pce, 3),
+            "decision": "match" if best.decision else "no match",
+            "p_value": best.p_value,
+            "rotation": best.rotation,
+            "n_fingerprints": len(results),
+        }
+
+    return score
+
+
+UnknownOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--unknown-threshold",
+        help="Call the camera 'unknown' when the calibrated max-probability is below this "
+        "(default: the model's, 0.5).",
+    ),
+]
+AgreementOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--min-agreement",
+        help="Also 'unknown' when fewer than this share of views vote for the top camera "
+        "(default: the model's, 0 = off).",
+    ),
+]
+ViewsOpt = Annotated[
+    int | None,
+    typer.Option("--max-views", help="Patch-grid views per image for patch models (default 64)."),
+]
+TtaOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--d4/--no-d4",
+        help="Test-time D4 (8 rotations/flips per view); default on for big "
+        "nets (5 crops x D4), off for patch nets.",
+        show_default=False,
+    ),
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Views per forward pass.")]
+WorkersOpt = Annotated[
+    int,
+    typer.Option("--workers", help="Decoding threads that run ahead of the network (0 = inline)."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add `identify` to the root app."""
+
+    @app.command()
+    def identify(
+        inputs: InputsArg,
+        model: ModelOpt,
+        top_k: Annotated[int, typer.Option("--top-k", "-k", help="Camera models listed.")] = 3,
+        unknown_threshold: UnknownOpt = None,
+        min_agreement: AgreementOpt = None,
+        fingerprint: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--fingerprint",
+                help="PRNU fingerprint file(s) (`camid prnu`); the best PCE is reported "
+                "alongside (repeatable; slow: one noise residual per photo).",
+            ),
+        ] = None,
+        fail_on_mismatch: Annotated[
+            bool,
+            typer.Option(
+                "--fail-on-mismatch",
+                help="Exit 1 when any photo's EXIF camera contradicts the image content.",
+            ),
+        ] = False,
+        max_views: ViewsOpt = None,
+        d4: TtaOpt = None,
+        batch_size: BatchOpt = 128,
+        workers: WorkersOpt = 2,
+        recursive: RecursiveOpt = False,
+        ext: ExtOpt = None,
+        failed_list: FailedListOpt = None,
+        device: DeviceOpt = "auto",
+        fmt: FormatOpt = Format.auto,
+        json_: JsonOpt = False,
+        quiet: QuietOpt = 0,
+    ) -> None:
+        """Top-k camera models of photos with calibrated probabilities, 'unknown' when the
+        evidence is weak, and an EXIF cross-check (consistent / mismatch / no-exif /
+        unknown-camera / inconclusive).
+
+        Exit codes: 0 ok, 1 an EXIF mismatch with --fail-on-mismatch, 3 unreadable inputs."""
+        out = output_from(fmt, json_, quiet)
+        paths, failed = gather_inputs(out, inputs, recursive, ext)
+        total = len(paths) + len(failed)
+        ident = load_identifier(
+            model,
+            device,
+            unknown_threshold=unknown_threshold,
+            min_agreement=min_agreement,
+            max_views=max_views,
+            d4=d4,
+            region=None,
+            batch_size=batch_size,
+            workers=workers,
+            top_k=top_k,
+        )
+        prnu_extra = None
+        if fingerprint:
+            ident.keep_pixels = True
+            prnu_extra = prnu_scorer(fingerprint, ident.predictor.device, out)
+        out.info(
+            f"model {ident.card.name} ({ident.card.arch}, {len(ident.card.classes)} cameras), "
+            f"T={ident.temperature:.3g}, unknown below p={ident.rule.threshold:.2f}"
+        )
+        mismatches = 0
+        for res in out.progress(
+            ident.identify(paths, prnu_extra), total=len(paths), description="Identifying"
+        ):
+            if isinstance(res, InputError):
+                out.error(str(res))
+                failed.append(res.path)
+                continue
+            rec = res.to_record()
+            if not out.machine:
+                rec["top"] = ", ".join(f"{t['camera']} {t['probability']:.2f}" for t in res.top)
+                if res.prnu:
+                    rec["prnu"] = f"{res.prnu['best_fingerprint']}: PCE {res.prnu['pce']:.1f}"
+            if res.exif_check == "mismatch":
+                mismatches += 1
+                out.warn(f"{res.path}: {res.exif_note}")
+            out.record(rec)
+        columns = TABLE_COLUMNS + (["prnu"] if fingerprint else [])
+        out.finish(columns=None if out.machine else columns, title="camera identification")
+        code = finish_batch(out, failed, failed_list, total)
+        if code == 0 and fail_on_mismatch and mismatches:
+            code = EXIT_FINDING
+        raise typer.Exit(code)

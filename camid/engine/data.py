@@ -1,0 +1,249 @@
+"""Feeding the networks: decoded-image stores, training patch sets, samplers, view grids.
+
+Training items are whole images: one item yields `patches_per_image` augmented crops, so an
+image is decoded at most once per epoch (or never again when the store caches pixels).
+Randomness is keyed by (seed, epoch, slot) so a run is repeatable whatever the number of
+loader workers or ranks, and a resumed run draws the same crops as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from camid.data.augment import d4
+from camid.data.patches import (
+    CropRecipe,
+    crop,
+    five_crop_positions,
+    grid_positions,
+    region_view,
+    training_crop,
+)
+from camid.io.image import load_image
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_CACHE_BYTES = 1_500_000_000
+
+
+class ImageStore:
+    """Decoded pixels of a list of files: all in memory (cache) or decoded on demand."""
+
+    def __init__(self, paths: Sequence[Path], cache: bool = False) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.cache = cache
+        self._pixels: list[np.ndarray | None] = [None] * len(self.paths)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def get(self, i: int) -> np.ndarray:
+        """HxWx3 uint8 pixels of image i (InputError if unreadable)."""
+        px = self._pixels[i]
+        if px is not None:
+            return px
+        px = load_image(self.paths[i]).pixels
+        if self.cache:
+            with self._lock:
+                self._pixels[i] = px
+        return px
+
+    def preload(self, progress: Callable[[Iterable[int]], Iterable[int]] | None = None) -> None:
+        """Decode every image now (only with cache=True)."""
+        if not self.cache:
+            return
+        idx: Iterable[int] = range(len(self.paths))
+        for i in progress(idx) if progress else idx:
+            self.get(i)
+
+
+def should_cache(paths: Sequence[Path], limit_bytes: int = DEFAULT_CACHE_BYTES) -> bool:
+    """Cache decoded images when the first image times the count fits under `limit_bytes`."""
+    if not paths:
+        return False
+    px = load_image(paths[0]).pixels
+    return px.nbytes * len(paths) <= limit_bytes
+
+
+class BalancedSampler(Sampler):
+    """Per-epoch image order; class-balanced (equal draws per class) or a plain shuffle.
+
+    Yields (image_index, slot) pairs; slot numbers the draws of the epoch globally and keys
+    the augmentation RNG. Under DDP each rank takes every world_size-th draw.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int],
+        *,
+        balanced: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        draws: int | None = None,
+    ) -> None:
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.balanced = balanced
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        n = draws if draws is not None else len(self.labels)
+        self.total = max(world_size, int(np.ceil(n / world_size)) * world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order is drawn next."""
+        self.epoch = epoch
+
+    def order(self) -> np.ndarray:
+        """Image indices of the whole epoch (all ranks)."""
+        rng = np.random.default_rng([self.seed, 7919, self.epoch])
+        if not self.balanced:
+            reps = int(np.ceil(self.total / max(1, len(self.labels))))
+            base = np.concatenate([rng.permutation(len(self.labels)) for _ in range(reps)])
+            return base[: self.total]
+        classes = np.unique(self.labels)
+        per = int(np.ceil(self.total / len(classes)))
+        picks = []
+        for c in classes:
+            members = np.flatnonzero(self.labels == c)
+            reps = int(np.ceil(per / len(members)))
+            seq = np.concatenate([rng.permutation(members) for _ in range(reps)])[:per]
+            picks.append(seq)
+        allp = np.concatenate(picks)
+        return allp[rng.permutation(len(allp))][: self.total]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = self.order()
+        for slot in range(self.rank, self.total, self.world_size):
+            yield int(order[slot]), slot
+
+    def __len__(self) -> int:
+        return self.total // self.world_size
+
+
+class TrainPatches(Dataset):
+    """Training items: (image_index, slot) -> `k` augmented crops of one image and labels."""
+
+    def __init__(
+        self,
+        store: ImageStore,
+        labels: Sequence[int],
+        recipe: CropRecipe,
+        patches_per_image: int,
+        seed: int,
+    ) -> None:
+        self.store = store
+        self.labels = list(labels)
+        self.recipe = recipe
+        self.k = patches_per_image
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        idx, slot = item
+        rng = np.random.default_rng([self.seed, self.epoch, slot])
+        px = self.store.get(idx)
+        crops = np.stack([training_crop(px, self.recipe, rng) for _ in range(self.k)])
+        return crops, np.full(self.k, self.labels[idx], dtype=np.int64)
+
+
+def collate_patches(
+    batch: list[tuple[np.ndarray, np.ndarray]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack items into (N, 3, P, P) uint8 and (N,) int64 tensors."""
+    x = np.concatenate([b[0] for b in batch])
+    y = np.concatenate([b[1] for b in batch])
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y)
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """Which views of an image a model sees at inference and validation.
+
+    mode "grid": a non-overlapping grid of `size` patches (at most `max_views`);
+    mode "five": the 4 corners and the centre (seed 002). `d4` multiplies each view by the
+    8 rotations/flips. `region` keeps every view inside part of the frame.
+    """
+
+    size: int
+    mode: str = "grid"
+    max_views: int = 64
+    d4: bool = False
+    region: str = "full"
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return {
+            "size": self.size,
+            "mode": self.mode,
+            "max_views": self.max_views,
+            "d4": self.d4,
+            "region": self.region,
+        }
+
+
+def extract_views(pixels: np.ndarray, spec: ViewSpec) -> np.ndarray:
+    """(V, size, size, 3) uint8 views of an image according to `spec`."""
+    view = region_view(pixels, spec.region)
+    h, w = view.shape[:2]
+    if spec.mode == "five":
+        pos = five_crop_positions(h, w, spec.size)
+    else:
+        pos = grid_positions(h, w, spec.size, spec.max_views)
+    crops = [crop(view, y, x, spec.size) for y, x in pos]
+    if spec.d4:
+        crops = [d4(c, k) for c in crops for k in range(8)]
+    return np.stack([np.ascontiguousarray(c) for c in crops])
+
+
+def to_input(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (N,3,H,W) on any device -> normalised float32."""
+    m = torch.tensor(mean, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x.float().div_(255.0) - m) / s
+
+
+def prefetch_map(
+    fn: Callable[[T], R], items: Iterable[T], workers: int = 1, lookahead: int = 4
+) -> Iterator[R]:
+    """`map(fn, items)` in order, computed ahead on threads (decoding overlaps compute).
+
+    workers=0 computes inline. Exceptions raised by `fn` are returned, not raised, so one
+    bad item never stops a batch: the caller checks `isinstance(result, Exception)`.
+    """
+
+    def safe(item: T) -> R:
+        try:
+            return fn(item)
+        except Exception as exc:  # handed to the caller as a value
+            return exc  # type: ignore[return-value]
+
+    if workers <= 0:
+        for item in items:
+            yield safe(item)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="camid-load") as pool:
+        pending: deque = deque()
+        it = iter(items)
+        for item in it:
+            pending.append(pool.submit(safe, item))
+            if len(pending) >= lookahead + workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

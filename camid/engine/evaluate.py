@@ -1,0 +1,143 @@
+"""Evaluation: accuracy overall / per class, confusion matrices, on unaltered and manipulated
+copies of the test images, plus the open-set "unknown" rates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from camid.data.augment import Manipulation
+from camid.data.manifest import Sample
+from camid.errors import InputError, UsageError
+
+
+@dataclass
+class EvalItem:
+    """One test image and the class it truly belongs to (None: not a model class)."""
+
+    path: Path
+    truth: str | None
+
+
+def test_items(samples: Sequence[Sample], task: str) -> tuple[list[Sample], str]:
+    """split=test rows when the dataset has splits, else every row; with a note."""
+    has_split = any(s.split for s in samples)
+    if has_split:
+        chosen = [s for s in samples if (s.split or "").lower() == "test"]
+        if not chosen:
+            raise UsageError(
+                "the dataset has a split column but no rows with split=test; evaluating on "
+                "training rows would overstate accuracy (mark held-out rows split=test)"
+            )
+        return chosen, f"{len(chosen)} rows with split=test"
+    return list(samples), f"all {len(samples)} rows (the dataset has no split column)"
+
+
+def evaluate(
+    identifier: Any,
+    samples: Sequence[Sample],
+    *,
+    conditions: Sequence[Manipulation | None],
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run `identifier` (camid.identify.Identifier) over samples under each condition.
+
+    Accuracy is closed-set (argmax) over images whose true class is a model class; the
+    open-set decision gives `unknown_rate` for those and, separately, for images of
+    classes the model does not know (`open_set`).
+    """
+    card = identifier.card
+    classes = list(card.classes)
+    index = {c: i for i, c in enumerate(classes)}
+    truths = [s.camera if card.task == "camera" else s.label for s in samples]
+    paths = [s.path for s in samples]
+    report: dict[str, Any] = {
+        "model": card.name,
+        "model_sha256": card.weights_sha256,
+        "task": card.task,
+        "classes": classes,
+        "n_images": len(samples),
+        "conditions": [],
+        "errors": [],
+    }
+    failed: set[str] = set()
+    for cond in conditions:
+        name = "original" if cond is None else cond.name
+        k = len(classes)
+        matrix = np.zeros((k, k + 1), dtype=np.int64)  # last column: "unknown"
+        closed = np.zeros((k, k), dtype=np.int64)
+        outside: dict[str, dict[str, int]] = {}
+        done = 0
+        for i, path, _meta, out in identifier.logits_stream(paths, cond):
+            done += 1
+            if progress:
+                progress(name, done, len(paths))
+            if isinstance(out, Exception):
+                if str(path) not in failed:
+                    failed.add(str(path))
+                    msg = str(out) if isinstance(out, InputError) else f"{path}: {out}"
+                    report["errors"].append(msg)
+                continue
+            agg, known, _reason = identifier.decide(out)
+            truth = truths[i]
+            if truth in index:
+                t = index[truth]
+                closed[t, agg.top] += 1
+                matrix[t, agg.top if known else k] += 1
+            else:
+                key = truth or "(none)"
+                rec = outside.setdefault(key, {"n": 0, "unknown": 0})
+                rec["n"] += 1
+                rec["unknown"] += int(not known)
+                rec.setdefault("nearest", {})
+                rec["nearest"][classes[agg.top]] = rec["nearest"].get(classes[agg.top], 0) + 1
+        report["conditions"].append(_summarise(name, classes, closed, matrix, outside))
+    return report
+
+
+def _summarise(
+    name: str,
+    classes: list[str],
+    closed: np.ndarray,
+    matrix: np.ndarray,
+    outside: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    n = int(closed.sum())
+    per_class = {}
+    for i, c in enumerate(classes):
+        row_n = int(closed[i].sum())
+        per_class[c] = {
+            "n": row_n,
+            "accuracy": float(closed[i, i] / row_n) if row_n else None,
+            "unknown_rate": float(matrix[i, -1] / row_n) if row_n else None,
+        }
+    accs = [v["accuracy"] for v in per_class.values() if v["accuracy"] is not None]
+    n_out = sum(v["n"] for v in outside.values())
+    return {
+        "condition": name,
+        "n": n,
+        "accuracy": float(np.trace(closed) / n) if n else None,
+        "balanced_accuracy": float(np.mean(accs)) if accs else None,
+        "unknown_rate": float(matrix[:, -1].sum() / n) if n else None,
+        "accuracy_decided": (
+            float(np.trace(matrix[:, :-1]) / max(1, matrix[:, :-1].sum())) if n else None
+        ),
+        "per_class": per_class,
+        "confusion": {"true": classes, "predicted": classes, "matrix": closed.tolist()},
+        "confusion_open_set": {
+            "true": classes,
+            "predicted": [*classes, "unknown"],
+            "matrix": matrix.tolist(),
+        },
+        "open_set": {
+            "n": n_out,
+            "unknown_rate": (
+                float(sum(v["unknown"] for v in outside.values()) / n_out) if n_out else None
+            ),
+            "per_class": outside,
+        },
+    }

@@ -1,0 +1,88 @@
+"""PNG figures of the engine: training curves and confusion matrices (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from camid.io.atomic import atomic_write
+
+
+def training_curve(history: Sequence[dict], path: Path, title: str = "") -> Path:
+    """Loss and accuracy per epoch (train and validation) as a two-panel PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax1.plot(ep, [h.get("train_loss") for h in history], "o-", label="train")
+    if history and "val_loss" in history[0]:
+        ax1.plot(ep, [h.get("val_loss") for h in history], "s-", label="validation (patches)")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("cross-entropy")
+    ax1.legend()
+    ax2.plot(ep, [h.get("train_accuracy") for h in history], "o-", label="train (patches)")
+    if history and "val_accuracy" in history[0]:
+        ax2.plot(
+            ep, [h.get("val_patch_accuracy") for h in history], "s-", label="validation (patches)"
+        )
+        ax2.plot(ep, [h.get("val_accuracy") for h in history], "^-", label="validation (images)")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy")
+    ax2.set_ylim(0, 1.02)
+    ax2.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def confusion_figure(
+    matrix: np.ndarray,
+    classes: Sequence[str],
+    predicted: Sequence[str],
+    path: Path,
+    title: str = "",
+) -> Path:
+    """A row-normalised confusion matrix (true rows x predicted columns) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(matrix, dtype=float)
+    norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.55 * max(len(classes), len(predicted)) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(predicted)), predicted, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if m[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    f"{int(m[i, j])}",
+                    ha="center",
+                    va="center",
+                    color="white" if norm[i, j] > 0.5 else "black",
+                    fontsize=8,
+                )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path

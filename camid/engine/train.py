@@ -1,0 +1,663 @@
+"""The training loop of `camid train` (and of every command that trains a classifier).
+
+Recipe (seed 002, scaled down for CPUs): per image, random large crops -> an optional
+manipulation with p=0.5 (JPEG 70-90, gamma 0.8-1.2, bicubic resize x0.5/0.8/1.5/2.0) ->
+the training crop -> optional D4; class-balanced sampling; Adam + ReduceLROnPlateau on the
+validation loss; validation split by image; best checkpoint kept; temperature calibration
+on the validation views; resumable from an atomic per-epoch checkpoint; DDP under torchrun.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from camid.data.manifest import Sample
+from camid.data.patches import REGIONS, CropRecipe, split_by_image
+from camid.device import resolve_device
+from camid.engine import dist
+from camid.engine.calibration import fit_temperature, open_set_threshold
+from camid.engine.data import (
+    BalancedSampler,
+    ImageStore,
+    TrainPatches,
+    ViewSpec,
+    collate_patches,
+    extract_views,
+    prefetch_map,
+    should_cache,
+    to_input,
+)
+from camid.engine.predict import aggregate, autocast_context
+from camid.errors import UsageError
+from camid.home import camid_home
+from camid.io.atomic import atomic_write
+from camid.models.registry import IMAGENET_MEAN, IMAGENET_STD, get_arch, get_model
+from camid.models.store import ModelCard, check_name, models_dir, resolve_model_path, save_model
+
+TARGETS = ("camera", "label")
+CHECKPOINT_FORMAT = 1
+DEFAULT_UNKNOWN_THRESHOLD = 0.5
+
+ProgressHook = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in the model card's recipe)."""
+
+    name: str
+    arch: str = "patchnet"
+    target: str = "camera"
+    patch: int | None = None  # training crop; default: the architecture's input size
+    large: int | None = None  # large crop before manipulation; default 2 x patch
+    patches_per_image: int | None = None  # default 16 for patch nets, 1 for big nets
+    epochs: int = 20
+    batch_size: int = 32  # crops per optimiser step (per process)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    time_budget: float | None = None  # seconds of training; stops early, keeps the best
+    d4: bool = False
+    manipulate: bool = True
+    manipulate_p: float = 0.5
+    balanced: bool = True
+    val_fraction: float = 0.15
+    val_views: int = 16  # grid patches per validation image (patch nets)
+    region: str = "full"
+    seed: int = 0
+    workers: int | None = None
+    device: str = "auto"
+    pretrained: bool = False
+    amp: bool = True
+    plateau_patience: int = 2
+    plateau_factor: float = 0.5
+    cache: bool | None = None  # decoded images in memory; None: when they fit
+    overwrite: bool = False
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    card: ModelCard
+    model_path: Path | None
+    curve_path: Path | None
+    checkpoint_path: Path
+    history: list[dict]
+    stopped: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PreparedData:
+    """Training/validation images with integer labels."""
+
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    train_y: list[int]
+    val_y: list[int]
+    notes: list[str]
+
+
+def target_of(sample: Sample, target: str) -> str | None:
+    """The class of a sample for a target column ('camera' or 'label')."""
+    if target not in TARGETS:
+        raise UsageError(f"unknown target {target!r}; choose camera or label")
+    return sample.camera if target == "camera" else sample.label
+
+
+def prepare_data(
+    samples: Sequence[Sample], target: str, val_fraction: float, seed: int
+) -> PreparedData:
+    """Drop test rows and rows without a target; split train/val by image, stratified.
+
+    Rows with split=val (or valid/validation) form the validation set when present.
+    """
+    notes = []
+    usable = [s for s in samples if (s.split or "").lower() != "test"]
+    if len(usable) < len(samples):
+        notes.append(f"{len(samples) - len(usable)} rows with split=test left out of training")
+    missing = [s for s in usable if target_of(s, target) is None]
+    if missing:
+        notes.append(f"{len(missing)} rows without a {target} value skipped")
+    usable = [s for s in usable if target_of(s, target) is not None]
+    classes = sorted({target_of(s, target) for s in usable})  # type: ignore[type-var]
+    if len(classes) < 2:
+        raise UsageError(
+            f"training needs at least 2 distinct {target} values; found {len(classes)}"
+        )
+    explicit_val = [s for s in usable if (s.split or "").lower() in ("val", "valid", "validation")]
+    if explicit_val:
+        val_keys = {str(Path(s.path).resolve()) for s in explicit_val}
+        train = [s for s in usable if str(Path(s.path).resolve()) not in val_keys]
+        val = [s for s in usable if str(Path(s.path).resolve()) in val_keys]
+        notes.append(f"validation = the {len(val)} rows with split=val")
+    else:
+        keys = [str(Path(s.path).resolve()) for s in usable]
+        labels = [target_of(s, target) for s in usable]
+        tr, va = split_by_image(keys, labels, val_fraction, seed)  # type: ignore[arg-type]
+        train, val = [usable[i] for i in tr], [usable[i] for i in va]
+        notes.append(
+            f"validation = {len(val)} images held out by image ({val_fraction:.0%} per class)"
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    return PreparedData(
+        classes=classes,
+        train=train,
+        val=val,
+        train_y=[index[target_of(s, target)] for s in train],  # type: ignore[index]
+        val_y=[index[target_of(s, target)] for s in val],  # type: ignore[index]
+        notes=notes,
+    )
+
+
+def run_dir(name: str, home: Path | None = None) -> Path:
+    """Folder of a run's resumable checkpoint: <camid_home>/runs/<name>/."""
+    d = (home or camid_home()) / "runs" / name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write the resume state atomically (tensors and plain containers only)."""
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a resume state with weights_only=True (no code can run)."""
+    from camid.errors import IntegrityError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise IntegrityError(path, f"not a camid resume checkpoint ({type(exc).__name__})") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise IntegrityError(path, "not a camid resume checkpoint (format)")
+    return state
+
+
+def _resolve_config(cfg: TrainConfig) -> tuple[TrainConfig, str]:
+    """Fill architecture-dependent defaults and validate values."""
+    check_name(cfg.name)
+    info = get_arch(cfg.arch)
+    if cfg.target not in TARGETS:
+        raise UsageError(f"unknown target {cfg.target!r}; choose camera or label")
+    if cfg.region not in REGIONS:
+        raise UsageError(f"unknown region {cfg.region!r}; choose one of: {', '.join(REGIONS)}")
+    patch = cfg.patch or info.input_size
+    if patch < info.min_input_size:
+        raise UsageError(f"{cfg.arch} needs crops of at least {info.min_input_size} px")
+    large = cfg.large or 2 * patch
+    if large < patch:
+        raise UsageError("the large crop must not be smaller than the training crop")
+    ppi = cfg.patches_per_image or (16 if info.family == "patch" else 1)
+    if cfg.epochs < 1 or cfg.batch_size < 1 or ppi < 1 or not cfg.lr > 0:
+        raise UsageError("epochs, batch size, patches per image and lr must be positive")
+    if cfg.time_budget is not None and cfg.time_budget <= 0:
+        raise UsageError("the time budget must be positive")
+    return (
+        TrainConfig(**{**asdict(cfg), "patch": patch, "large": large, "patches_per_image": ppi}),
+        info.family,
+    )
+
+
+def _validate(
+    model: nn.Module,
+    store: ImageStore,
+    labels: Sequence[int],
+    spec: ViewSpec,
+    card: ModelCard,
+    device: torch.device,
+    info: dist.DistInfo,
+    amp: bool,
+) -> dict[str, Any]:
+    """Per-view logits of every validation image (sharded over ranks, then gathered)."""
+    mine = list(range(info.rank, len(labels), info.world_size))
+    results: list[tuple[int, np.ndarray]] = []
+    model.eval()
+    with torch.inference_mode():
+        views_iter = prefetch_map(lambda i: extract_views(store.get(i), spec), mine, workers=1)
+        for i, views in zip(mine, views_iter, strict=True):
+            if isinstance(views, Exception):
+                raise views
+            x = torch.from_numpy(views).permute(0, 3, 1, 2).to(device)
+            with autocast_context(device, amp):
+                logits = model(to_input(x, card.mean, card.std))
+            results.append((i, logits.float().cpu().numpy()))
+    gathered = [r for part in dist.all_gather(results, info) for r in part]
+    gathered.sort(key=lambda r: r[0])
+    return {i: lg for i, lg in gathered}
+
+
+def _val_metrics(per_image: dict[int, np.ndarray], labels: Sequence[int]) -> dict[str, float]:
+    """Patch-level loss/accuracy and image-level accuracy (soft vote) from view logits."""
+    if not per_image:
+        return {}
+    all_logits = np.concatenate([per_image[i] for i in sorted(per_image)])
+    all_y = np.concatenate([np.full(len(per_image[i]), labels[i]) for i in sorted(per_image)])
+    lt = torch.from_numpy(all_logits)
+    loss = float(nn.functional.cross_entropy(lt, torch.from_numpy(all_y)).item())
+    patch_acc = float((all_logits.argmax(1) == all_y).mean())
+    img_ok = [aggregate(per_image[i]).top == labels[i] for i in sorted(per_image)]
+    return {
+        "val_loss": loss,
+        "val_patch_accuracy": patch_acc,
+        "val_accuracy": float(np.mean(img_ok)),
+    }
+
+
+def train(
+    config: TrainConfig,
+    samples: Sequence[Sample],
+    *,
+    resume: bool = False,
+    home: Path | None = None,
+    progress: ProgressHook | None = None,
+) -> TrainResult:
+    """Train a classifier on a dataset's `camera` (or `label`) column and store it.
+
+    Under torchrun every rank calls this; rank 0 writes the checkpoint, model and curve.
+    `progress` receives event dicts ("info", "batch", "epoch") for live display.
+    """
+    cfg, family = _resolve_config(config)
+    emit = progress or (lambda ev: None)
+    device = resolve_device(cfg.device)
+    info = dist.init_distributed(device)
+    device = dist.local_device(device, info)
+    try:
+        return _train(cfg, family, samples, resume, home, emit, device, info)
+    finally:
+        dist.shutdown(info)
+
+
+def _train(
+    cfg: TrainConfig,
+    family: str,
+    samples: Sequence[Sample],
+    resume: bool,
+    home: Path | None,
+    emit: ProgressHook,
+    device: torch.device,
+    info: dist.DistInfo,
+) -> TrainResult:
+    if not cfg.overwrite and not resume and _in_registry(cfg.name, home):
+        raise UsageError(f"a model named {cfg.name!r} exists; choose another --name or --overwrite")
+    data = prepare_data(samples, cfg.target, cfg.val_fraction, cfg.seed)
+    for n in data.notes:
+        emit({"event": "info", "message": n})
+    # seeds first: the network's initial weights depend only on --seed
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % (2**32))
+    model = get_model(cfg.arch, len(data.classes), pretrained=cfg.pretrained)
+    mean, std = (
+        (list(IMAGENET_MEAN), list(IMAGENET_STD)) if cfg.pretrained else ([0.5] * 3, [0.5] * 3)
+    )
+    card = ModelCard(
+        name=cfg.name,
+        arch=cfg.arch,
+        classes=data.classes,
+        input_size=int(cfg.patch),
+        task=cfg.target,
+        mean=mean,
+        std=std,
+    )
+    val_spec = ViewSpec(
+        size=int(cfg.patch),
+        mode="grid" if family == "patch" else "five",
+        max_views=cfg.val_views if family == "patch" else 5,
+        d4=False,
+        region=cfg.region,
+    )
+    cache = cfg.cache
+    all_paths = [s.path for s in data.train] + [s.path for s in data.val]
+    if cache is None:
+        cache = should_cache(all_paths)
+    train_store = ImageStore([s.path for s in data.train], cache=cache)
+    val_store = ImageStore([s.path for s in data.val], cache=cache)
+    if cache:
+        emit({"event": "info", "message": f"decoding {len(all_paths)} images into memory"})
+        train_store.preload()
+        val_store.preload()
+    recipe = CropRecipe(
+        patch=int(cfg.patch),
+        large=int(cfg.large),
+        manipulate_p=cfg.manipulate_p if cfg.manipulate else 0.0,
+        d4=cfg.d4,
+        region=cfg.region,
+    )
+    dataset = TrainPatches(train_store, data.train_y, recipe, int(cfg.patches_per_image), cfg.seed)
+    sampler = BalancedSampler(
+        data.train_y,
+        balanced=cfg.balanced,
+        seed=cfg.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    workers = (
+        cfg.workers
+        if cfg.workers is not None
+        else (min(8, max(1, (torch.get_num_threads() or 2) - 1)) if device.type == "cuda" else 0)
+    )
+    images_per_step = max(1, cfg.batch_size // int(cfg.patches_per_image))
+
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    net: nn.Module = model
+    if info.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if device.type == "cuda" else None
+        )
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+    )
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_fn = nn.CrossEntropyLoss()
+
+    ckpt_path = run_dir(cfg.name, home) / "checkpoint.pt"
+    start_epoch, history = 0, []
+    best: dict[str, Any] | None = None
+    elapsed_before = 0.0
+    if resume:
+        if not ckpt_path.is_file():
+            raise UsageError(f"nothing to resume: no checkpoint at {ckpt_path}")
+        state = load_checkpoint(ckpt_path)
+        if (
+            state["classes"] != data.classes
+            or state["config"]["arch"] != cfg.arch
+            or (state["config"]["patch"] != cfg.patch)
+        ):
+            raise UsageError(
+                "the checkpoint was made with another architecture, patch size or class list; "
+                "train afresh without --resume"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if use_amp and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_torch"])
+        start_epoch = int(state["epoch"]) + 1
+        history = list(state["history"])
+        best = state.get("best")
+        elapsed_before = float(state.get("elapsed", 0.0))
+        emit({"event": "info", "message": f"resuming after epoch {start_epoch} from {ckpt_path}"})
+
+    emit(
+        {
+            "event": "start",
+            "epochs": cfg.epochs,
+            "start_epoch": start_epoch,
+            "train_images": len(data.train),
+            "val_images": len(data.val),
+            "classes": data.classes,
+            "device": str(device),
+            "world_size": info.world_size,
+            "steps_per_epoch": math.ceil(len(sampler) / images_per_step),
+        }
+    )
+    t_run = time.perf_counter()
+    stopped = "epochs"
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, cfg.epochs):
+        t_epoch = time.perf_counter()
+        sampler.set_epoch(epoch)
+        dataset.epoch = epoch
+        loader = DataLoader(
+            dataset,
+            batch_size=images_per_step,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate_patches,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+        net.train()
+        seen, loss_sum, correct = 0, 0.0, 0
+        steps = len(loader)
+        cut_short = False
+        for step, (xb, yb) in enumerate(loader, start=1):
+            x = to_input(xb.to(device, non_blocking=True), card.mean, card.std)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = yb.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast_context(device, use_amp):
+                logits = net(x)
+                loss = loss_fn(logits, y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            n = int(y.shape[0])
+            seen += n
+            loss_sum += float(loss.item()) * n
+            correct += int((logits.argmax(1) == y).sum().item())
+            dt = time.perf_counter() - t_epoch
+            emit(
+                {
+                    "event": "batch",
+                    "epoch": epoch + 1,
+                    "epochs": cfg.epochs,
+                    "step": step,
+                    "steps": steps,
+                    "loss": loss_sum / seen,
+                    "accuracy": correct / seen,
+                    "patches_per_s": seen * info.world_size / max(dt, 1e-9),
+                    "images_per_s": seen
+                    * info.world_size
+                    / int(cfg.patches_per_image)
+                    / max(dt, 1e-9),
+                    "eta_s": dt / step * (steps - step),
+                }
+            )
+            if (
+                cfg.time_budget is not None
+                and not info.enabled
+                and elapsed_before + time.perf_counter() - t_run > cfg.time_budget
+            ):
+                cut_short = True
+                break
+        train_time = time.perf_counter() - t_epoch
+        per_image = _validate(
+            net.module if info.enabled else net,
+            val_store,
+            data.val_y,
+            val_spec,
+            card,
+            device,
+            info,
+            cfg.amp,
+        )
+        vm = _val_metrics(per_image, data.val_y)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            **vm,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t_epoch,
+            "train_patches_per_s": seen * info.world_size / max(train_time, 1e-9),
+        }
+        history.append(row)
+        scheduler.step(vm.get("val_loss", row["train_loss"]))
+        if _is_better(vm, best):
+            best = {
+                "model": _cpu_state(model),
+                "epoch": epoch + 1,
+                "metrics": dict(vm),
+                "val_logits": [torch.from_numpy(per_image[i]) for i in sorted(per_image)],
+            }
+        elapsed = elapsed_before + time.perf_counter() - t_run
+        if info.is_main:
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "epoch": epoch,
+                    "config": cfg.to_dict(),
+                    "classes": data.classes,
+                    "model": _cpu_state(model),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if use_amp else {},
+                    "rng_torch": torch.get_rng_state(),
+                    "history": history,
+                    "best": best,
+                    "elapsed": elapsed,
+                },
+            )
+        dist.barrier(info)
+        emit(
+            {
+                "event": "epoch",
+                **row,
+                "best_epoch": best["epoch"] if best else None,
+                "checkpoint": str(ckpt_path),
+            }
+        )
+        if cut_short:
+            stopped = "time budget"
+            break
+        if cfg.time_budget is not None:
+            decision = dist.broadcast(elapsed + row["seconds"] > cfg.time_budget, info)
+            if decision and epoch + 1 < cfg.epochs:
+                stopped = "time budget"
+                break
+
+    if best is None:  # no epoch ran (resume of a finished run) or no validation data
+        best = {"model": _cpu_state(model), "epoch": epoch + 1, "metrics": {}, "val_logits": []}
+    model.load_state_dict(best["model"])
+    model.eval()
+    calibration = _calibrate(best, data.val_y)
+    last = history[-1] if history else {}
+    card.metrics = {
+        **{k: v for k, v in best["metrics"].items()},
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "train_loss": last.get("train_loss"),
+        "train_accuracy": last.get("train_accuracy"),
+        "train_images": len(data.train),
+        "val_images": len(data.val),
+        "seconds": sum(h["seconds"] for h in history),
+        "train_patches_per_s": last.get("train_patches_per_s"),
+        "stopped": stopped,
+        "history": history,
+    }
+    card.calibration = calibration
+    card.recipe = {
+        **{
+            k: v
+            for k, v in cfg.to_dict().items()
+            if k not in ("name", "device", "workers", "overwrite", "cache")
+        },
+        "views": {
+            "mode": "grid" if family == "patch" else "five",
+            "max_views": 64 if family == "patch" else 5,
+            "d4": family != "patch",
+            "region": cfg.region,
+        },
+        "optimizer": "Adam",
+        "scheduler": "ReduceLROnPlateau(val_loss)",
+        "world_size": info.world_size,
+        "device": str(device),
+    }
+    model_path = curve_path = None
+    if info.is_main:
+        model_path = save_model(model.cpu(), card, home=home, overwrite=cfg.overwrite or resume)
+        curve_path = models_dir(home) / f"{cfg.name}.curve.png"
+        from camid.engine.plots import training_curve
+
+        training_curve(history, curve_path, title=f"{cfg.name} ({cfg.arch})")
+    dist.barrier(info)
+    return TrainResult(card, model_path, curve_path, ckpt_path, history, stopped, data.notes)
+
+
+def _in_registry(name: str, home: Path | None) -> bool:
+    from camid.errors import NotFoundError
+
+    try:
+        resolve_model_path(name, home)
+    except NotFoundError:
+        return False
+    return (models_dir(home) / f"{name}.safetensors").exists()
+
+
+def _is_better(vm: dict[str, float], best: dict[str, Any] | None) -> bool:
+    """Higher image accuracy wins; ties go to the lower validation loss."""
+    if best is None:
+        return True
+    if not vm:
+        return True  # without validation the latest epoch is kept
+    b = best["metrics"]
+    if not b:
+        return True
+    if vm["val_accuracy"] != b["val_accuracy"]:
+        return vm["val_accuracy"] > b["val_accuracy"]
+    return vm["val_loss"] < b["val_loss"]
+
+
+def _calibrate(best: dict[str, Any], val_y: Sequence[int]) -> dict[str, Any]:
+    """Fit the temperature on the best epoch's validation views; suggest an open-set cut."""
+    logits_list = [np.asarray(t) for t in best.get("val_logits", [])]
+    if not logits_list:
+        return {
+            "method": "none",
+            "temperature": 1.0,
+            "aggregation": "mean",
+            "unknown_threshold": DEFAULT_UNKNOWN_THRESHOLD,
+            "note": "no validation images: uncalibrated",
+        }
+    logits = np.concatenate(logits_list)
+    labels = np.concatenate([np.full(len(lg), y) for lg, y in zip(logits_list, val_y, strict=True)])
+    fit = fit_temperature(logits, labels)
+    t = fit["temperature"]
+    aggs = [aggregate(lg, t) for lg in logits_list]
+    maxp = np.array([a.probs.max() for a in aggs])
+    agree = np.array([a.agreement for a in aggs])
+    right = np.array([a.top == y for a, y in zip(aggs, val_y, strict=True)])
+    return {
+        "method": "temperature",
+        "level": "view",
+        "aggregation": "mean",
+        **fit,
+        "n_images": len(logits_list),
+        "val_image_max_prob": {
+            "min": float(maxp.min()),
+            "q05": float(np.quantile(maxp, 0.05)),
+            "median": float(np.median(maxp)),
+        },
+        "val_image_agreement_median": float(np.median(agree)),
+        "unknown_threshold": open_set_threshold(maxp[right]),
+        "unknown_threshold_rule": "0.95 x 5th percentile of correctly identified validation "
+        "images' max-probability, clipped to [0.5, 0.95]",
+    }
+
+
+def copy_config(cfg: TrainConfig, **changes: Any) -> TrainConfig:
+    """A modified copy of a config (for commands that train variants)."""
+    c = copy.deepcopy(cfg)
+    for k, v in changes.items():
+        setattr(c, k, v)
+    return c
