@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Annotated
 
 import typer
@@ -37,28 +36,27 @@ def root(
     """camid: which camera took this photo, and does your dataset leak it."""
 
 
-# Command modules, each registering itself on `app` or exposing a sub-app `app`.
-_GROUPS: list[tuple[str, str | None, str]] = [
-    ("camid.cli.demo", None, ""),
-    ("camid.cli.info", None, ""),
-    ("camid.cli.exif", None, ""),
-    ("camid.cli.dataset", "dataset", "Dataset manifests and summaries (camera x label)."),
-    ("camid.cli.models", "models", "The model registry: architectures and trained models."),
-    ("camid.cli.train", None, ""),
-    ("camid.cli.evaluate", None, ""),
-    ("camid.cli.identify", None, ""),
-    ("camid.cli.synth", "synth", "Synthetic camera benchmark datasets."),
-    ("camid.cli.prnu", "prnu", "PRNU sensor fingerprints: residuals, fingerprints, matching."),
-]
+# Commands: each module either registers top-level commands or exposes a sub-app `app`.
+from camid.cli import (  # noqa: E402 - the root app must exist before commands attach
+    dataset,
+    demo,
+    evaluate,
+    exif,
+    identify,
+    info,
+    models,
+    prnu,
+    synth,
+    train,
+)
 
-for module_name, group, help_text in _GROUPS:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:  # a capability not yet present in this tree
-        if exc.name != module_name:
-            raise
-        continue
-    if group is None:
-        module.register(app)
-    else:
-        app.add_typer(module.app, name=group, help=help_text)
+for _module in (demo, info, exif, identify, train, evaluate):
+    _module.register(app)
+app.add_typer(dataset.app, name="dataset", help="Dataset manifests and summaries (camera x label).")
+app.add_typer(
+    models.app, name="models", help="The model registry: architectures and trained models."
+)
+app.add_typer(synth.app, name="synth", help="Synthetic camera benchmark datasets.")
+app.add_typer(
+    prnu.app, name="prnu", help="PRNU sensor fingerprints: residuals, fingerprints, matching."
+)

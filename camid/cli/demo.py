@@ -29,11 +29,11 @@ class DemoStepError(CamidError):
     exit_code = EXIT_INTERNAL
 
 
-def _run(out: Output, args: list[str], capture: bool = False) -> str:
-    """Run one camid command, echoing it; return its stdout when `capture`."""
+def _run(out: Output, args: list[str], capture: bool = False, shown: str | None = None) -> str:
+    """Run one camid command, echoing it (or `shown`); return its stdout when `capture`."""
     from camid.cli import main
 
-    out.info(f"\n$ camid {shlex.join(args)}")
+    out.info(f"\n$ camid {shown or shlex.join(args)}")
     buf = io.StringIO()
     target = buf if capture else sys.stderr
     with contextlib.redirect_stdout(target):
@@ -56,6 +56,8 @@ def run_demo(
     train_seconds: float,
     device: str,
     held_out: str,
+    per_device: int | None = None,
+    size: str | None = None,
 ) -> list[dict]:
     """The tour: synth -> PRNU fingerprints -> matrix -> train -> evaluate -> identify."""
     t0 = time.monotonic()
@@ -65,8 +67,12 @@ def run_demo(
     q = ["-q"] if out.quiet else []
 
     out.info("camid demo: a synthetic camera benchmark with known cameras and devices")
-    _run(out, ["synth", "cameras", str(cams_dir), "--seed", str(seed), "--force", "-f", "table",
-               *q])  # fmt: skip
+    synth_args = ["synth", "cameras", str(cams_dir), "--seed", str(seed), "--force"]
+    if per_device is not None:
+        synth_args += ["--per-device", str(per_device)]
+    if size is not None:
+        synth_args += ["--size", size]
+    _run(out, [*synth_args, "-f", "table", *q])
     natural = _rows(cams_dir / "cameras.csv")
     flats = _rows(cams_dir / "flatfield.csv")
     devices = sorted({r["device"] for r in flats})
@@ -82,8 +88,9 @@ def run_demo(
     for dev in devices:
         files = [str(cams_dir / r["path"]) for r in flats if r["device"] == dev]
         fp = fp_dir / f"{dev}.fp.safetensors"
+        shown = f"prnu fingerprint {cams_dir}/flat/{dev}_flat_*.jpg -o {fp} --device-name {dev}"
         _run(out, ["prnu", "fingerprint", *files, "-o", str(fp), "--device-name", dev,
-                   "--device", device, "-f", "table", "-q"])  # fmt: skip
+                   "--device", device, "--json", "-q"], capture=True, shown=shown)  # fmt: skip
         fp_args += ["-F", str(fp)]
     text = _run(out, ["prnu", "matrix", *fp_args, "--manifest", str(cams_dir / "cameras.csv"),
                       "--summary", "--json", "--device", device], capture=True)  # fmt: skip
@@ -91,8 +98,13 @@ def run_demo(
     line = (f"AUC {prnu['auc']:.3f}, EER {prnu['eer']:.3f}, top-1 {prnu['top1']:.3f} "
             f"({prnu['photos']} photos x {prnu['fingerprints']} fingerprints)")  # fmt: skip
     out.info(f"PRNU: {line}")
-    summary.append({"step": "prnu matrix", "result": line,
-                    "detail": "device-level: tells apart two devices of the same model"})
+    summary.append(
+        {
+            "step": "prnu matrix",
+            "result": line,
+            "detail": "device-level: tells apart two devices of the same model",
+        }
+    )
 
     # 2. CNN camera-model identification, trained without one camera (open-set check)
     known = [r for r in natural if r["camera"] != held_out]
@@ -105,8 +117,25 @@ def run_demo(
         for r in known:
             writer.writerow({**r, "path": str((cams_dir / r["path"]).resolve())})
     name = f"demo-cams-{seed}"
-    _run(out, ["train", str(known_csv), "--name", name, "--time-budget", str(train_seconds),
-               "--seed", str(seed), "--device", device, "--overwrite", "-f", "table", *q])
+    _run(
+        out,
+        [
+            "train",
+            str(known_csv),
+            "--name",
+            name,
+            "--time-budget",
+            str(train_seconds),
+            "--seed",
+            str(seed),
+            "--device",
+            device,
+            "--overwrite",
+            "-f",
+            "table",
+            *q,
+        ],
+    )
     text = _run(out, ["evaluate", name, str(known_csv), "--device", device, "--json",
                       "--plot", str(work / "confusion.png")], capture=True)  # fmt: skip
     report = json.loads(text)
@@ -117,15 +146,24 @@ def run_demo(
         f"{k} {v['accuracy']:.3f}" for k, v in conds.items() if v is not clean and v["accuracy"]
     )
     out.info(f"Camera-model ID: {line}" + (f" (manipulated: {extra})" if extra else ""))
-    summary.append({"step": "evaluate", "result": line,
-                    "detail": f"manipulated copies: {extra}" if extra else ""})
+    summary.append(
+        {
+            "step": "evaluate",
+            "result": line,
+            "detail": f"manipulated copies: {extra}" if extra else "",
+        }
+    )
 
     # 3. identify: photos of the held-out camera should come out "unknown"
     test_rows = [r for r in natural if r.get("split") == "test"]
     unseen = [str(cams_dir / r["path"]) for r in test_rows if r["camera"] == held_out]
     seen = [str(cams_dir / r["path"]) for r in test_rows if r["camera"] != held_out][::6]
+    shown = (
+        f"identify <{len(seen)} test photos of known cameras> <{len(unseen)} photos of "
+        f"{held_out}> --model {name} {' '.join(fp_args[:4])}"
+    )
     text = _run(out, ["identify", *seen, *unseen, "--model", name, "--device", device,
-                      "--json", *fp_args[:4]], capture=True)  # fmt: skip
+                      "--json", *fp_args[:4]], capture=True, shown=shown)  # fmt: skip
     results = json.loads(text)
     unseen_set = set(unseen)
     n_unknown = sum(r["decision"] == "unknown" for r in results if r["path"] in unseen_set)
@@ -133,13 +171,25 @@ def run_demo(
         r["decision"] != "unknown" and r["camera"] == r["exif_camera"]
         for r in results if r["path"] not in unseen_set
     )  # fmt: skip
-    line = (f"{n_known_ok}/{len(seen)} known-camera photos right, "
-            f"{n_unknown}/{len(unseen)} photos of the unseen {held_out} called unknown")
+    line = (
+        f"{n_known_ok}/{len(seen)} known-camera photos right, "
+        f"{n_unknown}/{len(unseen)} photos of the unseen {held_out} called unknown"
+    )
     out.info(f"identify: {line}")
-    summary.append({"step": "identify", "result": line,
-                    "detail": "EXIF cross-check and PRNU evidence in each record"})
-    summary.append({"step": "total", "result": f"{time.monotonic() - t0:.0f} s",
-                    "detail": f"outputs in {work}"})
+    summary.append(
+        {
+            "step": "identify",
+            "result": line,
+            "detail": "EXIF cross-check and PRNU evidence in each record",
+        }
+    )
+    summary.append(
+        {
+            "step": "total",
+            "result": f"{time.monotonic() - t0:.0f} s",
+            "detail": f"outputs in {work}",
+        }
+    )
     return summary
 
 
@@ -158,6 +208,12 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option(help="Synthetic camera left out of training (open-set check)."),
         ] = "Veyra V27 Pro",
+        per_device: Annotated[
+            int | None, typer.Option(help="Synthetic photos per device (default: synth's).")
+        ] = None,
+        size: Annotated[
+            str | None, typer.Option(help="Synthetic image size WxH (default: synth's).")
+        ] = None,
         seed: SeedOpt = 0,
         device: DeviceOpt = "auto",
         fmt: FormatOpt = Format.auto,
@@ -169,5 +225,5 @@ def register(app: typer.Typer) -> None:
         evaluation, and identification with an unseen camera."""
         out = output_from(fmt, json_, quiet)
         rows = run_demo(out, work, seed=seed, train_seconds=train_seconds, device=device,
-                        held_out=held_out)  # fmt: skip
+                        held_out=held_out, per_device=per_device, size=size)  # fmt: skip
         out.emit(rows, columns=["step", "result", "detail"], title="camid demo")

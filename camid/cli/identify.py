@@ -158,6 +158,7 @@ def register(app: typer.Typer) -> None:
             list[Path] | None,
             typer.Option(
                 "--fingerprint",
+                "-F",
                 help="PRNU fingerprint file(s) (`camid prnu`); the best PCE is reported "
                 "alongside (repeatable; slow: one noise residual per photo).",
             ),
