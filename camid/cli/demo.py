@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 
 from camid.cli.common import DeviceOpt, FormatOpt, JsonOpt, QuietOpt, SeedOpt, output_from
+from camid.data.manifest import write_manifest
 from camid.errors import EXIT_INTERNAL, CamidError
 from camid.report.output import Format, Output
 
@@ -111,11 +112,7 @@ def run_demo(
     if len(known) == len(natural):
         raise DemoStepError(f"held-out camera {held_out!r} is not in the synthetic set")
     known_csv = work / "known_cameras.csv"
-    with open(known_csv, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(natural[0]))
-        writer.writeheader()
-        for r in known:
-            writer.writerow({**r, "path": str((cams_dir / r["path"]).resolve())})
+    write_manifest([{**r, "path": (cams_dir / r["path"]).resolve()} for r in known], known_csv)
     name = f"demo-cams-{seed}"
     _run(
         out,

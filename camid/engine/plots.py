@@ -59,7 +59,9 @@ def confusion_figure(
 
     m = np.asarray(matrix, dtype=float)
     norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-    size = max(4.0, 0.55 * max(len(classes), len(predicted)) + 2)
+    # room for long camera names on both axes and a full-width title
+    longest = max((len(str(c)) for c in [*classes, *predicted]), default=4)
+    size = max(5.0, 0.55 * max(len(classes), len(predicted)) + 0.09 * longest + 2.5)
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(predicted)), predicted, rotation=45, ha="right")
@@ -80,7 +82,7 @@ def confusion_figure(
     ax.set_ylabel("true")
     fig.colorbar(im, ax=ax, fraction=0.046)
     if title:
-        ax.set_title(title)
+        fig.suptitle(title)
     fig.tight_layout()
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -19,15 +19,16 @@ from PIL import Image, UnidentifiedImageError
 from camid.errors import InputError
 from camid.io.image import read_file_bytes, sha256_bytes
 
-# Annex K of the JPEG standard (ITU T.81): the example tables that libjpeg scales by quality.
-_STD_LUMA = np.array(
+# Annex K of the JPEG standard (ITU T.81): the example tables that libjpeg scales by quality
+# (natural row-major order; also used by camid.synth to write camera-like tables).
+STD_LUMA = np.array(
     [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
      14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
      18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
      49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99],
     dtype=np.float64,
 ).reshape(8, 8)  # fmt: skip
-_STD_CHROMA = np.array(
+STD_CHROMA = np.array(
     [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
      24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99]
     + [99] * 32,
@@ -184,9 +185,9 @@ def estimate_jpeg_quality(tables: dict[int, np.ndarray]) -> tuple[float | None, 
         return None, False
     best_q, best_err = None, float("inf")
     for q in range(1, 101):
-        err = float(np.abs(_scaled_table(_STD_LUMA, q) - tables[0]).mean())
+        err = float(np.abs(_scaled_table(STD_LUMA, q) - tables[0]).mean())
         if 1 in tables:
-            err += float(np.abs(_scaled_table(_STD_CHROMA, q) - tables[1]).mean())
+            err += float(np.abs(_scaled_table(STD_CHROMA, q) - tables[1]).mean())
         if err < best_err:
             best_q, best_err = q, err
     return (float(best_q) if best_q is not None else None), best_err == 0.0

@@ -7,22 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from camid.io.exif import STD_CHROMA, STD_LUMA
 from camid.synth.spec import SUBSAMPLINGS, CameraSpec
-
-# ITU T.81 Annex K example tables (natural order); libjpeg and most firmware scale these
-_STD_LUMA = np.array(
-    [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-     14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-     18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99],
-    dtype=np.float64,
-).reshape(8, 8)  # fmt: skip
-_STD_CHROMA = np.array(
-    [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
-     24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99]
-    + [99] * 32,
-    dtype=np.float64,
-).reshape(8, 8)  # fmt: skip
 
 # EXIF tag numbers
 _MAKE, _MODEL, _ORIENTATION, _SOFTWARE, _DATETIME = 0x010F, 0x0110, 0x0112, 0x0131, 0x0132
@@ -45,8 +31,8 @@ def quant_tables(camera: CameraSpec) -> list[list[int]]:
     """The model's [luma, chroma] quantisation tables in natural (row-major) order."""
     cq = camera.jpeg_chroma_quality or camera.jpeg_quality
     return [
-        scaled_table(_STD_LUMA, camera.jpeg_quality, camera.jpeg_table_tilt),
-        scaled_table(_STD_CHROMA, cq, camera.jpeg_table_tilt),
+        scaled_table(STD_LUMA, camera.jpeg_quality, camera.jpeg_table_tilt),
+        scaled_table(STD_CHROMA, cq, camera.jpeg_table_tilt),
     ]
 
 
