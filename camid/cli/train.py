@@ -87,10 +87,10 @@ def register(app: typer.Typer) -> None:
         arch: Annotated[
             str,
             typer.Option(
-                help="Architecture (`camid models archs`): patchnet_hp (default) or "
-                "patchnet on CPU, densenet161 etc. on a GPU."
+                help="Architecture (`camid models archs`): patchnet_phase (default), "
+                "patchnet_hp or patchnet on CPU, densenet161 etc. on a GPU."
             ),
-        ] = "patchnet_hp",
+        ] = "patchnet_phase",
         target: Annotated[str, typer.Option(help="Column to learn: camera or label.")] = "camera",
         patch: Annotated[
             int | None,

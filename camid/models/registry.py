@@ -359,3 +359,57 @@ def patchnet_hp(num_classes: int) -> nn.Module:
 def patchnet_hp_tiny(num_classes: int) -> nn.Module:
     """PatchNet (width 16) behind a fixed 3x3 high-pass residual filter."""
     return PatchNet(num_classes, width=16, highpass=True)
+
+
+class PhasePatchNet(nn.Module):
+    """High-pass residual, then a 2x2 pixel-unshuffle so each colour-filter lattice site
+    becomes its own channel (phase-aware, and 4x fewer positions to convolve).
+
+    Crops must start on even pixels (the training sampler aligns them to 8) for the lattice
+    channels to keep their meaning.
+    """
+
+    def __init__(self, num_classes: int, width: int = 48) -> None:
+        super().__init__()
+        self.prefilter = HighPass()
+        self.unshuffle = nn.PixelUnshuffle(2)
+
+        def block(cin: int, cout: int, stride: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            )
+
+        w = width
+        self.features = nn.Sequential(
+            block(12, w, 1),
+            block(w, w, 1),
+            block(w, 2 * w, 2),
+            block(2 * w, 2 * w, 1),
+            block(2 * w, 4 * w, 2),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(4 * w, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled feature vector (N, 4*width)."""
+        h, w = x.shape[-2:]
+        x = self.prefilter(x)[..., : h - h % 2, : w - w % 2]
+        return self.pool(self.features(self.unshuffle(x))).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_classes)."""
+        return self.classifier(self.embed(x))
+
+
+@register_model(
+    input_size=64,
+    min_input_size=16,
+    family="patch",
+    description="phase-aware PatchNet: high-pass + 2x2 pixel-unshuffle (CFA lattice as "
+    "channels), width 48; ~2x faster per epoch than patchnet_hp on CPU",
+)
+def patchnet_phase(num_classes: int) -> nn.Module:
+    """PhasePatchNet with width 48."""
+    return PhasePatchNet(num_classes, width=48)
