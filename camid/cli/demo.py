@@ -7,7 +7,6 @@ its normal output — and ends with one summary of the figures on stdout.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import json
 import shlex
@@ -19,7 +18,7 @@ from typing import Annotated
 import typer
 
 from camid.cli.common import DeviceOpt, FormatOpt, JsonOpt, QuietOpt, SeedOpt, output_from
-from camid.data.manifest import write_manifest
+from camid.data.manifest import read_manifest, write_manifest
 from camid.errors import EXIT_INTERNAL, CamidError
 from camid.report.output import Format, Output
 
@@ -42,11 +41,6 @@ def _run(out: Output, args: list[str], capture: bool = False, shown: str | None 
     if rc not in (0, 1):
         raise DemoStepError(f"step failed with exit code {rc}: camid {shlex.join(args)}")
     return buf.getvalue()
-
-
-def _rows(manifest: Path) -> list[dict]:
-    with open(manifest, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def run_demo(
@@ -74,10 +68,10 @@ def run_demo(
     if size is not None:
         synth_args += ["--size", size]
     _run(out, [*synth_args, "-f", "table", *q])
-    natural = _rows(cams_dir / "cameras.csv")
-    flats = _rows(cams_dir / "flatfield.csv")
-    devices = sorted({r["device"] for r in flats})
-    cameras = sorted({r["camera"] for r in natural})
+    natural = read_manifest(cams_dir / "cameras.csv")
+    flats = read_manifest(cams_dir / "flatfield.csv")
+    devices = sorted({s.device for s in flats if s.device})
+    cameras = sorted({s.camera for s in natural if s.camera})
     summary.append({
         "step": "synth", "result": f"{len(natural)} photos + {len(flats)} flat fields",
         "detail": f"{len(cameras)} camera models, {len(devices)} devices",
@@ -87,7 +81,7 @@ def run_demo(
     fp_dir = work / "fingerprints"
     fp_args: list[str] = []
     for dev in devices:
-        files = [str(cams_dir / r["path"]) for r in flats if r["device"] == dev]
+        files = [str(s.path) for s in flats if s.device == dev]
         fp = fp_dir / f"{dev}.fp.safetensors"
         shown = f"prnu fingerprint {cams_dir}/flat/{dev}_flat_*.jpg -o {fp} --device-name {dev}"
         _run(out, ["prnu", "fingerprint", *files, "-o", str(fp), "--device-name", dev,
@@ -108,11 +102,11 @@ def run_demo(
     )
 
     # 2. CNN camera-model identification, trained without one camera (open-set check)
-    known = [r for r in natural if r["camera"] != held_out]
+    known = [s for s in natural if s.camera != held_out]
     if len(known) == len(natural):
         raise DemoStepError(f"held-out camera {held_out!r} is not in the synthetic set")
     known_csv = work / "known_cameras.csv"
-    write_manifest([{**r, "path": (cams_dir / r["path"]).resolve()} for r in known], known_csv)
+    write_manifest(known, known_csv)
     name = f"demo-cams-{seed}"
     _run(
         out,
@@ -152,9 +146,9 @@ def run_demo(
     )
 
     # 3. identify: photos of the held-out camera should come out "unknown"
-    test_rows = [r for r in natural if r.get("split") == "test"]
-    unseen = [str(cams_dir / r["path"]) for r in test_rows if r["camera"] == held_out]
-    seen = [str(cams_dir / r["path"]) for r in test_rows if r["camera"] != held_out][::6]
+    test_rows = [s for s in natural if s.split == "test"]
+    unseen = [str(s.path) for s in test_rows if s.camera == held_out]
+    seen = [str(s.path) for s in test_rows if s.camera != held_out][::6]
     shown = (
         f"identify <{len(seen)} test photos of known cameras> <{len(unseen)} photos of "
         f"{held_out}> --model {name} {' '.join(fp_args[:4])}"

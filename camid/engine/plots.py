@@ -35,13 +35,7 @@ def training_curve(history: Sequence[dict], path: Path, title: str = "") -> Path
     ax2.set_ylabel("accuracy")
     ax2.set_ylim(0, 1.02)
     ax2.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def confusion_figure(
@@ -81,6 +75,13 @@ def confusion_figure(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path, title)
+
+
+def _save(fig, path: Path, title: str) -> Path:
+    """Title, lay out and write a figure atomically as PNG, then free it."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title)
     fig.tight_layout()

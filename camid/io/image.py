@@ -61,12 +61,16 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def read_file_bytes(path: str | Path) -> bytes:
-    """Read a whole input file read-only, turning OS errors into one-line InputErrors."""
+def read_file_bytes(path: str | Path, what: str = "an image") -> bytes:
+    """Read a whole input file read-only, turning OS errors into one-line InputErrors.
+
+    `what` names the kind of file in the messages ("an image", "a fingerprint", ...).
+    """
     p = Path(path)
     try:
         if p.is_dir():
-            raise InputError(p, "is a directory, not an image file (use -r to read folders)")
+            hint = " (use -r to read folders)" if what == "an image" else ""
+            raise InputError(p, f"is a directory, not {what} file{hint}")
         with open(p, "rb") as fh:
             data = fh.read()
     except InputError:

@@ -270,6 +270,15 @@ class HighPass(nn.Module):
         return nn.functional.conv2d(x, self.weight, padding=1, groups=3)
 
 
+def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
+    """3x3 convolution (no bias), batch norm, ReLU: the stage of the patch networks."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
 class PatchNet(nn.Module):
     """A small fully-convolutional camera-trace network for 32-96 px patches.
 
@@ -283,24 +292,17 @@ class PatchNet(nn.Module):
         super().__init__()
         self.prefilter = HighPass() if highpass else None
 
-        def block(cin: int, cout: int, stride: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-            )
-
         w = width
         self.features = nn.Sequential(
             nn.Conv2d(3, w, 5, padding=2, bias=False),
             nn.BatchNorm2d(w),
             nn.ReLU(inplace=True),
-            block(w, w, 1),
-            block(w, 2 * w, 2),
-            block(2 * w, 2 * w, 1),
-            block(2 * w, 4 * w, 2),
-            block(4 * w, 4 * w, 1),
-            block(4 * w, 4 * w, 2),
+            _conv_bn_relu(w, w, 1),
+            _conv_bn_relu(w, 2 * w, 2),
+            _conv_bn_relu(2 * w, 2 * w, 1),
+            _conv_bn_relu(2 * w, 4 * w, 2),
+            _conv_bn_relu(4 * w, 4 * w, 1),
+            _conv_bn_relu(4 * w, 4 * w, 2),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(4 * w, num_classes)
@@ -374,20 +376,13 @@ class PhasePatchNet(nn.Module):
         self.prefilter = HighPass()
         self.unshuffle = nn.PixelUnshuffle(2)
 
-        def block(cin: int, cout: int, stride: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-            )
-
         w = width
         self.features = nn.Sequential(
-            block(12, w, 1),
-            block(w, w, 1),
-            block(w, 2 * w, 2),
-            block(2 * w, 2 * w, 1),
-            block(2 * w, 4 * w, 2),
+            _conv_bn_relu(12, w, 1),
+            _conv_bn_relu(w, w, 1),
+            _conv_bn_relu(w, 2 * w, 2),
+            _conv_bn_relu(2 * w, 2 * w, 1),
+            _conv_bn_relu(2 * w, 4 * w, 2),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(4 * w, num_classes)

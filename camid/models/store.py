@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import shutil
+import struct
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,14 +20,15 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save_file
 from torch import nn
 
 from camid import __version__
 from camid.errors import IntegrityError, NotFoundError, UsageError
 from camid.home import camid_home
 from camid.io.atomic import atomic_write, write_text_atomic
-from camid.io.image import sha256_file
+from camid.io.image import read_file_bytes, sha256_bytes, sha256_file
 from camid.models.registry import get_model
 
 CARD_KEY = "camid_card"
@@ -129,25 +131,32 @@ def write_model_file(model: nn.Module, card: ModelCard, path: Path) -> ModelCard
     return card
 
 
-def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
-    """Read and verify a model file: safetensors only, card present, weights hash equal."""
+def read_model_file(
+    path: Path, expected_sha256: str | None = None
+) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    """Read and verify a model file, reading it once.
+
+    Checks, in order: the whole-file sha256 (when the registry index gives one), that the
+    file is safetensors and not a pickle, that the card is present, and that the tensors hash
+    to the card's `weights_sha256`.
+    """
     if not path.is_file():
+        if expected_sha256 is not None:
+            raise IntegrityError(path, "registry entry exists but its file is missing")
         raise NotFoundError(f"{path}: no such model file")
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or head[:2] == b"PK":
+    data = read_file_bytes(path, what="a model")
+    if expected_sha256 is not None and sha256_bytes(data) != expected_sha256:
+        raise IntegrityError(path, "file sha256 differs from the registry index (altered)")
+    if data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or data[:2] == b"PK":
         raise IntegrityError(
             path,
             "refused: this is a pickle/torch.save file, which can run code when loaded; "
             "camid models are .safetensors files",
         )
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
+        meta = _safetensors_metadata(data)
+        state = load_bytes(data)
+    except (SafetensorError, ValueError) as exc:
         raise IntegrityError(path, f"not a valid safetensors model file ({exc})") from exc
     if CARD_KEY not in meta:
         raise IntegrityError(path, "no camid model card in the file header")
@@ -158,6 +167,21 @@ def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
     if tensors_sha256(state) != card.weights_sha256:
         raise IntegrityError(path, "weights do not match the sha256 in the model card (altered)")
     return state, card
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors blob (8-byte little-endian header size + JSON)."""
+    if len(data) < 8:
+        raise ValueError("file too short")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > len(data) - 8:
+        raise ValueError("header size exceeds the file")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError("header is not JSON") from exc
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def build_from_state(state: dict[str, torch.Tensor], card: ModelCard, path: Path) -> nn.Module:
@@ -204,12 +228,7 @@ def load_model(
 ) -> tuple[nn.Module, ModelCard]:
     """Load a verified model (registry name or file) in eval mode on `device`."""
     path, expected = resolve_model_path(ref, home)
-    if expected is not None:
-        if not path.is_file():
-            raise IntegrityError(path, "registry entry exists but its file is missing")
-        if sha256_file(path) != expected:
-            raise IntegrityError(path, "file sha256 differs from the registry index (altered)")
-    state, card = read_model_file(path)
+    state, card = read_model_file(path, expected)
     model = build_from_state(state, card, path)
     return model.to(device), card
 
@@ -217,9 +236,7 @@ def load_model(
 def read_card(ref: str | Path, *, home: Path | None = None) -> tuple[ModelCard, Path]:
     """The card of a stored model (verified), without building the network."""
     path, expected = resolve_model_path(ref, home)
-    if expected is not None and path.is_file() and sha256_file(path) != expected:
-        raise IntegrityError(path, "file sha256 differs from the registry index (altered)")
-    _, card = read_model_file(path)
+    _, card = read_model_file(path, expected)
     return card, path
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from camid.errors import InputError, IntegrityError
+from camid.errors import IntegrityError
 from camid.io.atomic import write_bytes_atomic
+from camid.io.image import read_file_bytes
 from camid.prnu.fingerprint import Fingerprint
 from camid.prnu.residual import ResidualParams
 
@@ -92,14 +93,7 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
     from safetensors.numpy import load
 
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError as exc:
-        raise InputError(p, "no such fingerprint file") from exc
-    except IsADirectoryError as exc:
-        raise InputError(p, "is a directory, not a fingerprint file") from exc
-    except OSError as exc:
-        raise InputError(p, f"cannot read fingerprint ({exc.strerror or exc})") from exc
+    data = read_file_bytes(p, what="a fingerprint")
     meta = _header(p, data).get("__metadata__") or {}
     if meta.get("format") != FORMAT:
         raise IntegrityError(p, "not a camid fingerprint file (format tag missing)")
