@@ -66,7 +66,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=None, help="folder for data and models")
     ap.add_argument("--time-budget", type=float, default=280.0)
-    ap.add_argument("--arch", default="patchnet_phase")
+    ap.add_argument("--arch", default="tracenet")
     ap.add_argument("--patch", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32, help="training crops per step")
     ap.add_argument("--lr", type=float, default=1e-3)

@@ -87,10 +87,10 @@ def register(app: typer.Typer) -> None:
         arch: Annotated[
             str,
             typer.Option(
-                help="Architecture (`camid models archs`): patchnet_phase (default), "
-                "patchnet_hp or patchnet on CPU, densenet161 etc. on a GPU."
+                help="Architecture (`camid models archs`): tracenet (default: pixel and "
+                "JPEG traces) or patchnet_phase on CPU, densenet161 etc. on a GPU."
             ),
-        ] = "patchnet_phase",
+        ] = "tracenet",
         target: Annotated[str, typer.Option(help="Column to learn: camera or label.")] = "camera",
         patch: Annotated[
             int | None,

@@ -57,7 +57,7 @@ class TrainConfig:
     """Everything that defines a training run (stored in the model card's recipe)."""
 
     name: str
-    arch: str = "patchnet"
+    arch: str = "tracenet"
     target: str = "camera"
     patch: int | None = None  # training crop; default: the architecture's input size
     large: int | None = None  # large crop before manipulation; default 2 x patch

@@ -16,6 +16,7 @@ from torch import nn
 
 from camid.errors import IntegrityError, NotFoundError, UsageError
 from camid.home import torch_hub_checkpoints
+from camid.models.traces import JpegLattice
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -408,3 +409,47 @@ class PhasePatchNet(nn.Module):
 def patchnet_phase(num_classes: int) -> nn.Module:
     """PhasePatchNet with width 48."""
     return PhasePatchNet(num_classes, width=48)
+
+
+class TraceNet(nn.Module):
+    """Two kinds of camera trace, pooled over the view and combined by one classifier:
+
+    * pixel traces: `PhasePatchNet`'s high-pass, CFA-lattice-aware convolutional branch
+      (demosaicing, denoising, sharpening, sensor noise);
+    * compression traces: `JpegLattice` statistics of the luma block DCT (the camera's
+      quantisation tables), through a small learned projection.
+
+    Views must be aligned to the 8-pixel JPEG grid (camid's crops and grids are).
+    """
+
+    def __init__(self, num_classes: int, width: int = 48, lattice_dim: int = 64) -> None:
+        super().__init__()
+        self.pixels = PhasePatchNet(num_classes, width=width)
+        del self.pixels.classifier
+        self.lattice = JpegLattice()
+        self.lattice_head = nn.Sequential(
+            nn.BatchNorm1d(self.lattice.n_features),
+            nn.Linear(self.lattice.n_features, lattice_dim),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(4 * width + lattice_dim, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled feature vector: pixel-trace features then compression-trace features."""
+        return torch.cat([self.pixels.embed(x), self.lattice_head(self.lattice(x))], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_classes)."""
+        return self.classifier(self.embed(x))
+
+
+@register_model(
+    input_size=64,
+    min_input_size=16,
+    family="patch",
+    description="patchnet_phase plus JPEG quantisation-lattice statistics of the luma block "
+    "DCT (pixel and compression traces); views aligned to the 8-px JPEG grid",
+)
+def tracenet(num_classes: int) -> nn.Module:
+    """TraceNet with width 48."""
+    return TraceNet(num_classes, width=48)
