@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from camid.data.augment import parse_manipulations
 from camid.data.dataset import load_dataset
 from camid.engine.data import extract_views
+from camid.engine.evaluate import DEFAULT_MANIPULATIONS, evaluate
 from camid.engine.predict import OpenSetRule, Predictor, aggregate, default_view_spec
 from camid.engine.train import TrainConfig, train
 from camid.identify import Identifier
@@ -175,6 +177,12 @@ def main() -> int:
     fig["outsider_images"] = len(outsiders)
     fig["outsider_unknown_rate"] = float(np.mean([r.decision == "unknown" for r in orecs]))
     fig["unknown_threshold"] = rule.threshold
+
+    # accuracy on manipulated copies of the test photos (camid evaluate's default set)
+    rep = evaluate(ident, test, conditions=parse_manipulations(DEFAULT_MANIPULATIONS))
+    fig["manipulated_accuracy"] = {
+        c["condition"]: round(c["accuracy"], 3) for c in rep["conditions"]
+    }
 
     # throughput: identify end to end vs the bare forward pass on the same views and batch
     # size, interleaved and best-of-N so that load from other processes hits both alike

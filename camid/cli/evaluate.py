@@ -18,10 +18,9 @@ from camid.cli.identify import (
     WorkersOpt,
     load_identifier,
 )
+from camid.engine.evaluate import DEFAULT_MANIPULATIONS
 from camid.errors import EXIT_INPUT
 from camid.report.output import Format
-
-DEFAULT_MANIPULATIONS = "jpeg:90,jpeg:70,gamma:0.8,gamma:1.2,resize:0.5,resize:2.0"
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,9 @@ from camid.data.augment import Manipulation
 from camid.data.manifest import Sample
 from camid.errors import InputError, UsageError
 
+DEFAULT_MANIPULATIONS = "jpeg:90,jpeg:70,gamma:0.8,gamma:1.2,resize:0.5,resize:2.0"
+"""The manipulated copies `camid evaluate` scores by default (besides the originals)."""
+
 
 @dataclass
 class EvalItem:
