@@ -122,15 +122,26 @@ def test_dwt2_matches_pywavelets(mode, shape):
 
 
 @pytest.mark.parametrize("mode", ["symmetric", "periodization"])
-def test_row_tiled_convolutions_match(monkeypatch, mode):
-    """The CPU's row-strip tiling gives the same coefficients and reconstruction as one pass."""
-    x = torch.from_numpy(np.random.default_rng(7).standard_normal((2, 150, 96)))
+def test_batched_planes_do_not_leak(mode):
+    """Planes of one stack are transformed independently (blocks never read across planes)."""
+    x = torch.from_numpy(np.random.default_rng(7).standard_normal((3, 150, 96)))
     whole = WV.dwt2(x, mode)
+    for i in range(3):
+        assert torch.allclose(WV.dwt2(x[i : i + 1], mode)[0], whole[i], atol=1e-12)
     rec = WV.idwt2(whole, mode)
-    monkeypatch.setattr(WV, "CONV_TILE_ELEMENTS", 1)  # 32-row strips
-    tiled = WV.dwt2(x, mode)
-    assert torch.allclose(tiled, whole, atol=1e-12)
-    assert torch.allclose(WV.idwt2(whole, mode), rec, atol=1e-12)
+    assert torch.allclose(rec[:, :150, :96], x, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "periodization"])
+def test_whole_plane_products_match_strips(monkeypatch, mode):
+    """The one-product-per-level path (used on CUDA) equals the CPU's row strips."""
+    x = torch.from_numpy(np.random.default_rng(8).standard_normal((3, 150, 96)))
+    monkeypatch.setattr(WV, "STRIP_ELEMENTS", 1)  # one block row per strip
+    strips = WV.dwt2(x, mode)
+    rec = WV.idwt2(strips, mode)
+    monkeypatch.setattr(WV, "strips_on", lambda device: False)
+    assert torch.allclose(WV.dwt2(x, mode), strips, atol=1e-12)
+    assert torch.allclose(WV.idwt2(strips, mode), rec, atol=1e-12)
     assert torch.allclose(rec[:, :150, :96], x, atol=1e-10)
 
 
@@ -153,7 +164,7 @@ def test_wavedec_four_levels_matches_pywavelets():
 # ----------------------------------------------------------------------------- residual
 
 
-def test_min_box_mean_matches_scipy(monkeypatch):
+def test_min_box_mean_matches_scipy():
     """Local means equal scipy's zero-padded uniform_filter, also on the blocked CPU path."""
     e = torch.from_numpy(np.random.default_rng(2).random((3, 45, 70)) * 100).float()
     ref = np.min(
@@ -164,15 +175,24 @@ def test_min_box_mean_matches_scipy(monkeypatch):
         axis=1,
     )
     assert np.allclose(R.min_box_mean(e).numpy(), ref, rtol=1e-5, atol=1e-4)
-    monkeypatch.setattr(R, "BLOCK_ELEMENTS", 300)  # forces many row blocks per plane
-    assert np.allclose(R.min_box_mean(e).numpy(), ref, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("block", [R.BLOCK_ELEMENTS, 700])
-def test_wiener_shrink_matches_oracle(monkeypatch, block):
-    """In-place blockwise shrinkage equals the oracle, also with many small row blocks."""
-    monkeypatch.setattr(R, "BLOCK_ELEMENTS", block)
-    c = np.random.default_rng(10).standard_normal((2, 61, 50)) * 8
+@pytest.mark.parametrize("shape", [(45, 70), (7, 5), (33, 1)])
+def test_dilated_min_box_mean_is_per_sublattice(shape):
+    """Dilation 2 gives each of the 4 interleaved sub-lattices its own zero-padded means."""
+    e = torch.from_numpy(np.random.default_rng(4).random((2, *shape)) * 100)
+    ours = R.min_box_mean(e, square=True, dilation=2)
+    for i in (0, 1):
+        for j in (0, 1):
+            sub = e[:, i::2, j::2]
+            if sub.numel():
+                assert torch.allclose(ours[:, i::2, j::2], R.min_box_mean(sub, square=True))
+
+
+@pytest.mark.parametrize("shape", [(61, 50), (3, 200)])
+def test_wiener_shrink_matches_oracle(shape):
+    """In-place shrinkage equals the oracle."""
+    c = np.random.default_rng(10).standard_normal((2, *shape)) * 8
     ours = R.wiener_shrink_(torch.from_numpy(c).float(), 9.0).numpy()
     for i in range(2):
         assert np.allclose(ours[i], oracle_local_wiener(c[i], 9.0), rtol=1e-4, atol=1e-4)
@@ -192,8 +212,8 @@ def test_half_plane_dft_gain_equals_full_plane(shape):
     x = torch.randn(2, h, w, generator=torch.Generator().manual_seed(h * w))
     mag = torch.fft.rfft2(x).abs() / math.sqrt(h * w)
     nv = torch.tensor([0.8, 1.3]).reshape(2, 1, 1)
-    full = R._dft_gain_full(mag, w, nv)
-    half = R._dft_gain_half(mag, w, nv)
+    full = R._dft_gain_full(mag * mag, w, nv)
+    half = R._dft_gain_half(mag * mag, w, nv)
     assert torch.allclose(full, half, atol=1e-6)
 
 
@@ -228,6 +248,35 @@ def test_default_residual_is_sigma3_and_close_to_reference(cameras):
     c = extract_residual(img, ResidualParams(compat=True))
     assert ResidualParams().noise_sigma == 3.0 and ResidualParams(compat=True).noise_sigma == 5.0
     assert 0.6 < ncc(d, c) < 0.9999
+
+
+def test_grey_noise_plane_loop_equals_channels(cameras, monkeypatch):
+    """The CPU's one-plane-at-a-time grey path equals to_grey of the channel noise."""
+    imgs = np.stack([shoot(cameras[2], s) for s in (4, 5)])
+    noise, pixels = R.channel_noise(imgs)
+    want = R.to_grey(noise)
+    monkeypatch.setattr(R, "PLANE_LOOP_PIXELS", 1)
+    assert torch.allclose(R.grey_noise(pixels), want, atol=1e-5)
+    assert torch.allclose(
+        R.to_grey(
+            R.wavelet_noise(pixels.reshape(6, *SHAPE), ResidualParams()).reshape(2, 3, *SHAPE)
+        ),
+        want,
+        atol=1e-5,
+    )
+
+
+def test_reused_workspace_keeps_results(cameras, monkeypatch):
+    """Scratch buffers reused across sizes (and after a release) do not change a residual."""
+    from camid.prnu import workspace
+
+    monkeypatch.setattr(R, "PLANE_LOOP_PIXELS", 1)  # the workspace-backed plane loop
+    img = shoot(cameras[0], 3)
+    first = extract_residual(img)
+    extract_residual(shoot(cameras[1], 4)[:97, :131])
+    assert np.array_equal(extract_residual(img), first)
+    workspace.release()
+    assert np.array_equal(extract_residual(img), first)
 
 
 def test_batched_residuals_equal_single(cameras):

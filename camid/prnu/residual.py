@@ -75,15 +75,15 @@ BLOCK_ELEMENTS = 1 << 17
 """On the CPU, local statistics run on row blocks of about this many values (cache-sized)."""
 
 
-def _row_window_sum(base: torch.Tensor, k: int, h: int) -> torch.Tensor:
-    """out[i] = base[i] + ... + base[i + k - 1] along dim -2 for i < h.
+def _row_window_sum(base: torch.Tensor, k: int, h: int, d: int = 1) -> torch.Tensor:
+    """out[i] = base[i] + base[i + d] + ... + base[i + (k - 1) d] along dim -2 for i < h.
 
     Sums of 2, 4, 8... rows are built by doubling and the window is assembled from them, so a
     9-row window costs 4 additions instead of 8.
     """
-    levels = [base]  # levels[b][i] = sum of 2**b rows starting at row i
+    levels = [base]  # levels[b][i] = sum of 2**b rows (spaced d) starting at row i
     while (1 << len(levels)) <= k:
-        prev, step = levels[-1], 1 << (len(levels) - 1)
+        prev, step = levels[-1], d << (len(levels) - 1)
         levels.append(prev[..., :-step, :] + prev[..., step:, :])
     out: torch.Tensor | None = None
     offset = 0
@@ -94,51 +94,59 @@ def _row_window_sum(base: torch.Tensor, k: int, h: int) -> torch.Tensor:
                 out = piece.clone() if bit == 0 else piece
             else:
                 out.add_(piece)
-            offset += 1 << bit
+            offset += d << bit
     assert out is not None
     return out
 
 
-def _min_box_mean_block(p: torch.Tensor, sizes: list[int], out: torch.Tensor) -> None:
-    """`min_box_mean` of one zero-padded block `p` (..., h + 2R, w + 2R), written to `out`."""
-    rmax = sizes[-1] // 2
+def _min_box_mean_block(p: torch.Tensor, sizes: list[int], out: torch.Tensor, d: int) -> None:
+    """`min_box_mean` of one zero-padded block `p` (..., h + 2R, w + 2R), written to `out`.
+
+    R = d * rmax is the halo of the largest window (d: dilation).
+    """
+    pad = d * (sizes[-1] // 2)
     h, w = out.shape[-2:]
     hs: torch.Tensor | None = None  # horizontal running sum, widened in place
     r_done = -1
     for i, k in enumerate(sizes):
         r = k // 2
         for q in range(r_done + 1, r + 1):
-            left = p[..., :, rmax - q : rmax - q + w]
+            left = p[..., :, pad - d * q : pad - d * q + w]
             if q == 0:
                 hs = left.clone()
             else:
                 assert hs is not None
-                hs.add_(left).add_(p[..., :, rmax + q : rmax + q + w])
+                hs.add_(left).add_(p[..., :, pad + d * q : pad + d * q + w])
         r_done = r
         assert hs is not None
-        v = _row_window_sum(hs[..., rmax - r :, :], k, h)
+        v = _row_window_sum(hs[..., pad - d * r :, :], k, h, d)
         if i == 0:
             torch.mul(v, 1.0 / (k * k), out=out)
         else:
             torch.minimum(out, v.mul_(1.0 / (k * k)), out=out)
 
 
-def _row_blocks(e: torch.Tensor, rmax: int) -> list[tuple[int, int, int]]:
+def _row_blocks(e: torch.Tensor, pad: int) -> list[tuple[int, int, int]]:
     """(plane, first row, end row) blocks: whole planes off the CPU, cache-sized rows on it."""
     n, h, w = e.shape
-    if e.device.type != "cpu" or n * (h + 2 * rmax) * (w + 2 * rmax) <= 2 * BLOCK_ELEMENTS:
+    if e.device.type != "cpu" or n * (h + 2 * pad) * (w + 2 * pad) <= 2 * BLOCK_ELEMENTS:
         return [(-1, 0, h)]  # small stacks: all planes in one block (fewer, larger ops)
-    rows = max(16, BLOCK_ELEMENTS // (w + 2 * rmax))
+    rows = max(16, BLOCK_ELEMENTS // (w + 2 * pad))
     return [(i, r0, min(h, r0 + rows)) for i in range(n) for r0 in range(0, h, rows)]
 
 
-def _padded_block(e: torch.Tensor, i: int, r0: int, r1: int, rmax: int, square: bool):
-    """Rows r0..r1 of plane i (all planes if i < 0) with an rmax halo, zero outside, squared."""
+def _padded_block(e: torch.Tensor, i: int, r0: int, r1: int, pad: int, square: bool):
+    """Rows r0..r1 of plane i (all planes if i < 0) with a `pad` halo, zero outside, squared."""
     planes = e if i < 0 else e[i : i + 1]
     h, w = e.shape[-2:]
-    top, bottom = max(0, r0 - rmax), min(h, r1 + rmax)
-    p = e.new_zeros((planes.shape[0], r1 - r0 + 2 * rmax, w + 2 * rmax))
-    dst = p[:, top - (r0 - rmax) : bottom - (r0 - rmax), rmax : rmax + w]
+    top, bottom = max(0, r0 - pad), min(h, r1 + pad)
+    p = e.new_empty((planes.shape[0], r1 - r0 + 2 * pad, w + 2 * pad))
+    first, last = top - (r0 - pad), bottom - (r0 - pad)
+    p[:, :first].zero_()
+    p[:, last:].zero_()
+    p[:, first:last, :pad].zero_()
+    p[:, first:last, pad + w :].zero_()
+    dst = p[:, first:last, pad : pad + w]
     src = planes[:, top:bottom]
     if square:
         torch.mul(src, src, out=dst)
@@ -152,16 +160,25 @@ def _flat_planes(e: torch.Tensor) -> torch.Tensor:
 
 
 def min_box_mean(
-    e: torch.Tensor, windows: Sequence[int] = WINDOWS, *, square: bool = False
+    e: torch.Tensor,
+    windows: Sequence[int] = WINDOWS,
+    *,
+    square: bool = False,
+    dilation: int = 1,
 ) -> torch.Tensor:
-    """Minimum over odd square windows of the zero-padded local mean of `e` (or of e^2)."""
+    """Minimum over odd square windows of the zero-padded local mean of `e` (or of e^2).
+
+    With `dilation` d a window of size k takes every d-th sample (k of them per axis): the
+    local means of the d*d interleaved sub-lattices, each zero-padded on its own.
+    """
     sizes = _check_windows(windows)
-    rmax = sizes[-1] // 2
+    pad = dilation * (sizes[-1] // 2)
     flat = _flat_planes(e)
     out = torch.empty_like(flat)
-    for i, r0, r1 in _row_blocks(flat, rmax):
+    for i, r0, r1 in _row_blocks(flat, pad):
         dst = out[:, r0:r1] if i < 0 else out[i : i + 1, r0:r1]
-        _min_box_mean_block(_padded_block(flat, i, r0, r1, rmax, square), sizes, dst)
+        p = _padded_block(flat, i, r0, r1, pad, square)
+        _min_box_mean_block(p, sizes, dst, dilation)
     return out.reshape(e.shape)
 
 
@@ -172,29 +189,35 @@ def _check_windows(windows: Sequence[int]) -> list[int]:
     return sizes
 
 
-def wiener_shrink_(x: torch.Tensor, noise_var: float) -> torch.Tensor:
+def wiener_shrink_(x: torch.Tensor, noise_var: float, *, dilation: int = 1) -> torch.Tensor:
     """In place x * s2 / (var + s2), var = max(0, min_w mean_w(x^2) - s2): x * s2 / max(m, s2).
 
-    Runs block by block so the local statistics and the update stay in the CPU caches.
+    Runs block by block so the local statistics and the update stay in the CPU caches; `x`
+    may be any (..., H, W) view whose last dim is contiguous. With `dilation` 2 it shrinks
+    the 4 interleaved sub-lattices (the bands of `wavelet.analysis`) each on its own.
     """
     sizes = list(WINDOWS)
-    rmax = sizes[-1] // 2
-    flat = _flat_planes(x)
-    if flat.data_ptr() != x.data_ptr() or not x.is_contiguous():
-        m = min_box_mean(x, square=True).clamp_(min=noise_var)
+    pad = dilation * (sizes[-1] // 2)
+    if x.dim() != 3:
+        m = min_box_mean(x, square=True, dilation=dilation).clamp_(min=noise_var)
         return x.mul_(noise_var).div_(m)
     pending: tuple[torch.Tensor, torch.Tensor] | None = None
-    for i, r0, r1 in _row_blocks(flat, rmax):
-        dst = flat[:, r0:r1] if i < 0 else flat[i : i + 1, r0:r1]
-        m = torch.empty_like(dst)
-        _min_box_mean_block(_padded_block(flat, i, r0, r1, rmax, True), sizes, m)
+    for i, r0, r1 in _row_blocks(x, pad):
+        dst = x[:, r0:r1] if i < 0 else x[i : i + 1, r0:r1]
+        m = torch.empty(dst.shape, dtype=x.dtype, device=x.device)
+        _min_box_mean_block(_padded_block(x, i, r0, r1, pad, True), sizes, m, dilation)
         # the previous block is updated only now: this block's halo had to read its old values
         if pending is not None:
-            pending[0].mul_(noise_var).div_(pending[1].clamp_(min=noise_var))
+            _apply_gain(*pending, noise_var)
         pending = (dst, m)
     if pending is not None:
-        pending[0].mul_(noise_var).div_(pending[1].clamp_(min=noise_var))
+        _apply_gain(*pending, noise_var)
     return x
+
+
+def _apply_gain(x: torch.Tensor, m: torch.Tensor, noise_var: float) -> None:
+    """x *= s2 / max(m, s2), with one pass over x (which may be a strided view)."""
+    x.div_(m.clamp_(min=noise_var).mul_(1.0 / noise_var))
 
 
 def adaptive_wiener_gain(x: torch.Tensor, noise_var: float) -> torch.Tensor:
@@ -207,19 +230,37 @@ def adaptive_wiener_gain(x: torch.Tensor, noise_var: float) -> torch.Tensor:
 
 
 def _wavelet_noise_planes(x: torch.Tensor, params: ResidualParams) -> torch.Tensor:
-    """`wavelet_noise` of a (N, H, W) stack, all planes at once."""
+    """`wavelet_noise` of a (N, H, W) stack, all planes at once.
+
+    Every level stays in the interleaved layout of `wavelet.analysis`; the Wiener shrinkage
+    reads and updates the detail bands in place as strided views.
+    """
     h, w = x.shape[-2:]
     mode = params.mode
     if mode == "periodization":
         m = wavelet.pad_multiple(params.levels)
         x = wavelet.symmetric_pad(wavelet.symmetric_pad(x, -2, (-h) % m), -1, (-w) % m)
     noise_var = params.noise_sigma**2
-    stacks = wavelet.wavedec2(x, params.levels, mode)
-    del x
-    for bands in stacks:
-        wiener_shrink_(bands[:, 1:], noise_var)
-    stacks[-1][:, 0].zero_()
-    return wavelet.waverec2(stacks, mode, inplace=True)[..., :h, :w]
+    levels = []
+    a = x
+    for j in range(params.levels):
+        c, nh, nw = wavelet.analysis(a, mode, scratch=f"level{j}")
+        levels.append((c, nh, nw))
+        a = wavelet.band(c, 0, nh, nw)
+    del x, a
+    for c, nh, nw in levels:
+        for i in (1, 2, 3):
+            wiener_shrink_(wavelet.band(c, i, nh, nw), noise_var)
+    rec = None
+    for c, nh, nw in reversed(levels):
+        lo = wavelet.band(c, 0, nh, nw)
+        if rec is None:
+            lo.zero_()
+        else:
+            lo.copy_(rec[:, :nh, :nw])
+        rec = wavelet.synthesis(c, nh, nw, mode, scratch="rec")
+    assert rec is not None
+    return rec[:, :h, :w]  # a workspace buffer: copy it before the next call
 
 
 def wavelet_noise(planes: torch.Tensor, params: ResidualParams) -> torch.Tensor:
@@ -228,8 +269,10 @@ def wavelet_noise(planes: torch.Tensor, params: ResidualParams) -> torch.Tensor:
     h, w = planes.shape[-2:]
     if min(h, w) < 2:
         raise ValueError(f"image of {w}x{h} pixels is too small for a PRNU residual")
-    if planes.device.type != "cpu" or planes.shape[0] == 1 or h * w < PLANE_LOOP_PIXELS:
+    if planes.device.type != "cpu":
         return _wavelet_noise_planes(planes, params)
+    if planes.shape[0] == 1 or h * w < PLANE_LOOP_PIXELS:
+        return _wavelet_noise_planes(planes, params).clone()
     # On the CPU one plane at a time keeps the working set closer to the caches.
     out = torch.empty_like(planes)
     for i in range(len(planes)):
@@ -286,37 +329,39 @@ def _gain(m: torch.Tensor, noise_var: torch.Tensor) -> torch.Tensor:
     return noise_var / torch.maximum(m, noise_var)
 
 
-def _dft_gain_full(mag: torch.Tensor, width: int, noise_var: torch.Tensor) -> torch.Tensor:
-    """Symmetrised Wiener gain on the rfft half, computed on the whole |DFT| plane (any size)."""
-    h, wh = mag.shape[-2:]
-    full = torch.cat([mag, _mirror_columns(mag, width, width)], dim=-1) if width > wh else mag
-    gain = _gain(min_box_mean(full, square=True), noise_var)
-    neg_u = torch.remainder(-torch.arange(h, device=mag.device), h)
-    neg_v = torch.remainder(-torch.arange(wh, device=mag.device), width)
+def _dft_gain_full(energy: torch.Tensor, width: int, noise_var: torch.Tensor) -> torch.Tensor:
+    """Symmetrised Wiener gain on the rfft half from energy = |DFT|^2 / (H W), whole plane."""
+    h, wh = energy.shape[-2:]
+    full = energy
+    if width > wh:
+        full = torch.cat([energy, _mirror_columns(energy, width, width)], dim=-1)
+    gain = _gain(min_box_mean(full, square=False), noise_var)
+    neg_u = torch.remainder(-torch.arange(h, device=energy.device), h)
+    neg_v = torch.remainder(-torch.arange(wh, device=energy.device), width)
     mirrored = gain.index_select(-2, neg_u).index_select(-1, neg_v)
     return (gain[..., :wh] + mirrored).mul_(0.5)
 
 
-def _dft_gain_half(mag: torch.Tensor, width: int, noise_var: torch.Tensor) -> torch.Tensor:
+def _dft_gain_half(energy: torch.Tensor, width: int, noise_var: torch.Tensor) -> torch.Tensor:
     """`_dft_gain_full` from the half plane plus thin border strips (same values, ~half the work).
 
-    With M the full |DFT| plane (M(-k) = M(k)) and zero-padded windows, the gain at -k equals
+    With M the full |DFT|^2 plane (M(-k) = M(k)) and zero-padded windows, the gain at -k equals
     the gain at k except where a window touches the plane's first row/column: there it is the
     window on Mt(a, b) = M(a + 1 mod H, b + 1) at (u - 1 mod H, v - 1), computed on strips.
     """
     r = max(WINDOWS) // 2
-    h, wh = mag.shape[-2:]
-    ext = torch.cat([mag, _mirror_columns(mag, width, wh + r)], dim=-1)  # (.., H, wh + r)
-    gain = _gain(min_box_mean(ext, square=True)[..., :wh], noise_var)
+    h, wh = energy.shape[-2:]
+    ext = torch.cat([energy, _mirror_columns(energy, width, wh + r)], dim=-1)  # (.., H, wh + r)
+    gain = _gain(min_box_mean(ext, square=False)[..., :wh], noise_var)
     neg = gain.clone()
-    neg_u = torch.remainder(-torch.arange(h, device=mag.device), h)
+    neg_u = torch.remainder(-torch.arange(h, device=energy.device), h)
     neg[..., :, 0] = gain[..., :, 0].index_select(-1, neg_u)  # -(u, 0) = (-u, 0)
     mt = torch.cat([ext[..., 1:, 1:], ext[..., :1, 1:]], dim=-2)  # (.., H, wh + r - 1)
-    top = _gain(min_box_mean(mt[..., : 2 * r, :], square=True)[..., :r, : wh - 1], noise_var)
+    top = _gain(min_box_mean(mt[..., : 2 * r, :], square=False)[..., :r, : wh - 1], noise_var)
     bottom = _gain(
-        min_box_mean(mt[..., h - 2 * r - 1 :, :], square=True)[..., r:, : wh - 1], noise_var
+        min_box_mean(mt[..., h - 2 * r - 1 :, :], square=False)[..., r:, : wh - 1], noise_var
     )  # rows a = H-r-1 .. H-1
-    left = _gain(min_box_mean(mt[..., :, : 2 * r], square=True)[..., :, :r], noise_var)
+    left = _gain(min_box_mean(mt[..., :, : 2 * r], square=False)[..., :, :r], noise_var)
     neg[..., :, 1 : r + 1] = torch.roll(left, 1, dims=-2)  # row u <- a = u - 1 (mod H)
     neg[..., 1 : r + 1, 1:] = top
     neg[..., h - r :, 1:] = bottom[..., :r, :]
@@ -336,13 +381,18 @@ def wiener_dft(w: torch.Tensor, sigma: torch.Tensor | float | None = None) -> to
     sig = torch.as_tensor(sigma, dtype=w.dtype, device=w.device)
     noise_var = (sig * sig).reshape(sig.shape + (1, 1))
     spec = torch.fft.rfft2(w)
-    mag = spec.abs().mul_(1.0 / float(np.sqrt(h * wd)))
+    re_im = torch.view_as_real(spec)
+    # |DFT|^2 (no square root as in abs()); the 1/(H W) normalisation moves to the noise
+    # variance: s2 / max(m, s2) is unchanged when m and s2 are scaled alike
+    energy = torch.mul(re_im[..., 0], re_im[..., 0]).addcmul_(re_im[..., 1], re_im[..., 1])
+    noise_var = noise_var * float(h * wd)
     r = max(WINDOWS) // 2
     if h > 4 * r + 2 and wd > 4 * r + 2:
-        gain = _dft_gain_half(mag, wd, noise_var)
+        gain = _dft_gain_half(energy, wd, noise_var)
     else:
-        gain = _dft_gain_full(mag, wd, noise_var)
-    return torch.fft.irfft2(spec.mul_(gain), s=(h, wd))
+        gain = _dft_gain_full(energy, wd, noise_var)
+    re_im.mul_(gain.unsqueeze(-1))
+    return torch.fft.irfft2(spec, s=(h, wd))
 
 
 # --------------------------------------------------------------------------- public entry points
@@ -395,6 +445,30 @@ def channel_noise_bchw(
     return noise, x
 
 
+def grey_noise(x: torch.Tensor, params: ResidualParams | None = None) -> torch.Tensor:
+    """`to_grey` of the wavelet noise of float pixels (B, C, H, W): (B, H, W).
+
+    Same values as ``to_grey(channel noise)``, but on the CPU the large planes are denoised one
+    at a time and summed straight into the grey plane (no (B, C, H, W) noise tensor).
+    """
+    params = params or ResidualParams()
+    b, c, h, w = x.shape
+    if c == 1 or x.device.type != "cpu" or h * w < PLANE_LOOP_PIXELS:
+        return to_grey(wavelet_noise(x.reshape(b * c, h, w), params).reshape(b, c, h, w))
+    params.validate()
+    if c != 3:
+        raise ValueError(f"expected 1 or 3 channels, got {c}")
+    out = x.new_empty((b, h, w))
+    for i in range(b):
+        for j, weight in enumerate(GREY_WEIGHTS):
+            rec = _wavelet_noise_planes(x[i, j : j + 1], params)[0]  # a workspace view
+            if j == 0:
+                torch.mul(rec, weight, out=out[i])
+            else:
+                out[i].add_(rec, alpha=weight)
+    return out
+
+
 def finish_residual(noise: torch.Tensor) -> torch.Tensor:
     """Grey, CFA zero-mean and DFT Wiener filtering of (B, C, H, W) per-channel noise."""
     return wiener_dft(zero_mean_cfa(to_grey(noise)))
@@ -406,8 +480,8 @@ def extract_residuals(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Noise residuals (B, H, W) float32 of a batch of equal-size uint8 images."""
-    noise, _ = channel_noise(images, params, device)
-    return finish_residual(noise)
+    x = as_batch(images).to(device=device, dtype=torch.float32)
+    return wiener_dft(zero_mean_cfa(grey_noise(x, params)))
 
 
 def extract_residual(
@@ -430,5 +504,5 @@ def residual_and_grey(
     device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Residual (H, W) and grey intensity (H, W) of one uint8 image, both on `device`."""
-    noise, pixels = channel_noise(image, params, device)
-    return finish_residual(noise)[0], to_grey(pixels)[0]
+    x = as_batch(image).to(device=device, dtype=torch.float32)
+    return wiener_dft(zero_mean_cfa(grey_noise(x, params)))[0], to_grey(x)[0]

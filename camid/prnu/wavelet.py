@@ -1,9 +1,16 @@
 """Batched 2-D Daubechies-4 wavelet transforms in torch (CPU and CUDA).
 
 One level maps (B, H, W) to a band stack (B, 4, h, w) = [approximation, cH, cV, cD] (the
-order of PyWavelets' ``dwt2``: cH is high-pass along H, cV along W, cD along both). The
-analysis is a single stride-2 convolution with four separable 8x8 kernels; the synthesis is
-a polyphase convolution (four 2x2 output phases) followed by a pixel shuffle.
+order of PyWavelets' ``dwt2``: cH is high-pass along H, cV along W, cD along both).
+
+Internally (`analysis` / `synthesis`, used by the residual pipeline) a level is kept in an
+*interleaved* layout: band (bh, bw) coefficient (o, p) sits at [2o + bh, 2p + bw], i.e. the
+low- and high-pass outputs of each axis alternate. In that layout both the analysis and the
+synthesis along one axis are the same kind of operator: output block b (16 samples) is a
+16 x 22 matrix times the 22 inputs starting at 16 b. Each axis is then one blocked matrix
+product (`banded`), separable (16 multiply-adds per sample and axis, a quarter of a 2-D
+8x8 kernel), with no padding concatenations or pixel shuffles. On the CPU a level runs in
+row strips so that the intermediate of the two axes stays in cache.
 
 Two boundary modes:
 
@@ -17,12 +24,11 @@ Two boundary modes:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from functools import cache
 
 import torch
-import torch.nn.functional as F
+
+from camid.prnu import banded, workspace
 
 # Daubechies-4 (8 taps, 4 vanishing moments) scaling filter, reconstruction order
 # (orthonormal: sum = sqrt(2), sum of squares = 1). The analysis low-pass is its reverse.
@@ -49,121 +55,172 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"unknown wavelet mode {mode!r}")
 
 
-@cache
-def _analysis_kernel() -> torch.Tensor:
-    """(4, 1, 8, 8) float64: band (bw, bh) -> channel 2*bw + bh; k[m, n] = gH[m] gW[n]."""
-    g = (
-        torch.tensor(DB4_REC_LO, dtype=torch.float64),
-        torch.tensor(DB4_REC_HI, dtype=torch.float64),
-    )
-    return torch.stack([torch.outer(g[bh], g[bw]) for bw in (0, 1) for bh in (0, 1)]).unsqueeze(1)
+BLOCK = 8
+"""Coefficients per band in one block of the blocked matrix products (see `banded`)."""
+STEP = 2 * BLOCK  # interleaved samples per block
+OVERLAP = FILTER_LEN - 2  # a block reads this many samples beyond its own
 
 
 @cache
-def _synthesis_kernel() -> torch.Tensor:
-    """(4 phases, 4 bands, 4, 4) float64 for the polyphase inverse.
+def _matrices(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Analysis and synthesis block matrices (STEP, STEP + OVERLAP) on the interleaved layout.
 
-    Along one axis output sample 2t + e is sum_j g[2j + e] c[t + 3 - j] (both modes; the
-    periodic one reads c circularly), i.e. a 4-tap correlation with tap q = 3 - j.
+    Analysis: C[2o + e] = sum_m g_e[m] ext[2o + m] (band e = 0 low-pass, 1 high-pass).
+    Synthesis: out[2t + e] = sum_j sum_band g_band[2j + e] C[2(t + 3 - j) + band], i.e. the
+    4-tap polyphase filters of both bands read C[2t .. 2t + 7].
     """
     g = (DB4_REC_LO, DB4_REC_HI)
-    taps = torch.zeros(2, 2, 4, dtype=torch.float64)  # [band, phase, q]
-    for band in (0, 1):
+    fwd = torch.zeros(STEP, STEP + OVERLAP, dtype=torch.float64)
+    inv = torch.zeros(STEP, STEP + OVERLAP, dtype=torch.float64)
+    for i in range(BLOCK):
         for e in (0, 1):
-            for j in range(4):
-                taps[band, e, 3 - j] = g[band][2 * j + e]
-    k = torch.zeros(4, 4, 4, 4, dtype=torch.float64)
-    for ey in (0, 1):
-        for ex in (0, 1):
-            for bw in (0, 1):
-                for bh in (0, 1):
-                    k[2 * ey + ex, 2 * bw + bh] = torch.outer(taps[bh, ey], taps[bw, ex])
-    return k
+            fwd[2 * i + e, 2 * i : 2 * i + FILTER_LEN] = torch.tensor(g[e], dtype=torch.float64)
+            for j in range(FILTER_LEN // 2):
+                for b in (0, 1):
+                    inv[2 * i + e, 2 * (i + 3 - j) + b] = g[b][2 * j + e]
+    return fwd.to(dtype=dtype, device=device), inv.to(dtype=dtype, device=device)
 
 
-@contextlib.contextmanager
-def _exact_conv(device: torch.device) -> Iterator[None]:
-    """No TF32 for these convolutions on CUDA (the filters need full float32 precision)."""
-    if device.type == "cuda":
-        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-            yield
-    else:
-        yield
+def _blocks(nc: int) -> int:
+    """Buffer length along one axis for `nc` coefficients per band (one spare block)."""
+    return STEP * ((nc + BLOCK - 1) // BLOCK + 1)
 
 
-def _extend(x: torch.Tensor, dim: int, mode: str) -> torch.Tensor:
-    """Extend `x` along `dim` so that coefficient o = sum_m g[m] * ext[2o + m]."""
-    n = x.shape[dim]
+def _ext_index(n: int, mode: str, device: torch.device) -> torch.Tensor:
+    """Source index of every extended sample (6 before; 7 after in symmetric mode)."""
     if mode == "periodization":
-        # coefficient o = sum_m g[m] x[(2o - 6 + m) mod n]: the symmetric mode's alignment
-        # (PyWavelets' periodization reads x shifted by 3 samples), so that both modes share
-        # one synthesis kernel
-        if n >= 6:
-            return torch.cat([x.narrow(dim, n - 6, 6), x], dim=dim)
-        idx = torch.remainder(torch.arange(-6, n, device=x.device), n)
-        return x.index_select(dim, idx)
-    # half-sample symmetric: coefficient o = sum_m g[m] xsym[2o - 6 + m], o < (n + 7) // 2
-    if n >= 7:
-        left = x.narrow(dim, 0, 6).flip(dim)
-        right = x.narrow(dim, n - 7, 7).flip(dim)
-        return torch.cat([left, x, right], dim=dim)
-    return x.index_select(dim, _symmetric_index(n, 6, 7, x.device))
+        return torch.remainder(torch.arange(-6, n, device=device), n)
+    return _symmetric_index(n, 6, 7, device)
 
 
-def _wrap_after(c: torch.Tensor, dim: int, count: int) -> torch.Tensor:
-    """Append the first `count` samples (circularly) along `dim`."""
-    n = c.shape[dim]
-    if n >= count:
-        return torch.cat([c, c.narrow(dim, 0, count)], dim=dim)
-    idx = torch.remainder(torch.arange(0, n + count, device=c.device), n)
-    return c.index_select(dim, idx)
+def _fill_extended(p: torch.Tensor, x: torch.Tensor, mode: str) -> None:
+    """Write the boundary extension of x (N, h, w) into the top-left of p, zeros elsewhere."""
+    h, w = x.shape[-2:]
+    after = 0 if mode == "periodization" else 7
+    eh, ew = h + 6 + after, w + 6 + after
+    p[:, eh:].zero_()
+    p[:, :eh, ew:].zero_()
+    if min(h, w) < 7:
+        idx_h, idx_w = _ext_index(h, mode, x.device), _ext_index(w, mode, x.device)
+        p[:, :eh, :ew] = x.index_select(-2, idx_h).index_select(-1, idx_w)
+        return
+    p[:, 6 : 6 + h, 6 : 6 + w] = x
+    mid = p[:, :, 6 : 6 + w]
+    if mode == "periodization":
+        mid[:, :6] = mid[:, h : h + 6]
+        p[:, :eh, :6] = p[:, :eh, w : w + 6]
+        return
+    mid[:, :6] = mid[:, 6:12].flip(-2)
+    mid[:, 6 + h : eh] = mid[:, h - 1 : h + 6].flip(-2)
+    p[:, :eh, :6] = p[:, :eh, 6:12].flip(-1)
+    p[:, :eh, 6 + w : ew] = p[:, :eh, w - 1 : w + 6].flip(-1)
 
 
-CONV_TILE_ELEMENTS = 1 << 17
-"""On the CPU, convolutions run on row strips of about this many input values (large images
-are several times faster in cache-sized strips)."""
+def analysis(
+    x: torch.Tensor, mode: str, scratch: str | None = None
+) -> tuple[torch.Tensor, int, int]:
+    """One DWT level on the interleaved layout: (N, h, w) -> (C, nh, nw).
+
+    C (N, Hb, Wb) holds band (bh, bw) coefficient (o, p) at C[:, 2o + bh, 2p + bw] for o < nh,
+    p < nw (bh = 1: high-pass along H); the rest of C is finite filler. With `scratch` C is
+    the `workspace` buffer of that name (valid until its next use).
+    """
+    _check_mode(mode)
+    h, w = x.shape[-2:]
+    if mode == "periodization" and (h % 2 or w % 2):
+        raise ValueError("periodization mode needs even height and width")
+    nh, nw = coeff_len(h, mode), coeff_len(w, mode)
+    shape = (x.shape[0], _blocks(nh), _blocks(nw))
+    p = workspace.buffer("dwt-ext", shape, x) if scratch else x.new_empty(shape)
+    _fill_extended(p, x, mode)
+    fwd, _ = _matrices(x.dtype, x.device)
+    with banded.exact_matmul(x.device):
+        if not strips_on(x.device):
+            return banded.cols_apply(banded.rows_apply(p, fwd, STEP), fwd, STEP), nh, nw
+        c = workspace.buffer(scratch, shape, x) if scratch else torch.empty_like(p)
+        c[:, -STEP:].zero_()  # the spare block row (read as filler by `synthesis`)
+        for i, b0, b1 in _strips(p):
+            z = p.new_empty(((b1 - b0), STEP, p.shape[-1]))
+            banded.rows_into(p[i, b0 * STEP :], fwd, STEP, z)
+            banded.cols_into(z.view(-1, p.shape[-1]), fwd, STEP, c[i, b0 * STEP : b1 * STEP])
+        return c, nh, nw
 
 
-def _row_tiles(n_out: int, width: int, device: torch.device) -> list[tuple[int, int]]:
-    """[o0, o1) output-row ranges: one range off the CPU, cache-sized strips on it."""
-    if device.type != "cpu":
-        return [(0, n_out)]
-    rows = max(32, CONV_TILE_ELEMENTS // max(1, width))
-    return [(o0, min(n_out, o0 + rows)) for o0 in range(0, n_out, rows)]
+def synthesis(
+    c: torch.Tensor, nh: int, nw: int, mode: str, scratch: str | None = None
+) -> torch.Tensor:
+    """Inverse of `analysis` (C is modified in periodization mode): (N, Hb, Wb).
+
+    The valid output is the top-left (2 nh - 6, 2 nw - 6), or (2 nh, 2 nw) when periodic.
+    With `scratch` it is the `workspace` buffer of that name.
+    """
+    _check_mode(mode)
+    if mode == "periodization":  # coefficients wrap around: C[2n + j] = C[j mod 2n]
+        _wrap(c, -1, 2 * nw)
+        _wrap(c, -2, 2 * nh)
+    _, inv = _matrices(c.dtype, c.device)
+    with banded.exact_matmul(c.device):
+        if not strips_on(c.device):
+            return banded.rows_apply(banded.cols_apply(c, inv, STEP), inv, STEP)
+        out = workspace.buffer(scratch, c.shape, c) if scratch else torch.empty_like(c)
+        out[:, -STEP:].zero_()  # junk block row
+        width = c.shape[-1]
+        for i, b0, b1 in _strips(c):
+            y = c.new_empty(((b1 - b0 + 1) * STEP, width))  # one more block: the overlap
+            banded.cols_into(c[i, b0 * STEP : (b1 + 1) * STEP], inv, STEP, y)
+            dst = out[i, b0 * STEP : b1 * STEP].view(b1 - b0, STEP, width)
+            banded.rows_into(y, inv, STEP, dst)
+        return out
+
+
+STRIP_ELEMENTS = 1 << 17
+"""On the CPU, levels are transformed in row strips of about this many values (in cache)."""
+
+
+def strips_on(device: torch.device) -> bool:
+    """Row strips on the CPU; elsewhere (CUDA) each product runs once over all planes."""
+    return device.type == "cpu"
+
+
+def _strips(c: torch.Tensor) -> list[tuple[int, int, int]]:
+    """(plane, first block, end block) strips over all blocks but the spare last one."""
+    n, rows, width = c.shape
+    blocks = rows // STEP - 1
+    per = max(1, STRIP_ELEMENTS // (STEP * width))
+    return [(i, b0, min(blocks, b0 + per)) for i in range(n) for b0 in range(0, blocks, per)]
+
+
+def _wrap(c: torch.Tensor, dim: int, n: int) -> None:
+    """c[n + j] = c[j mod n] for j < OVERLAP along dim."""
+    if n >= OVERLAP:
+        c.narrow(dim, n, OVERLAP).copy_(c.narrow(dim, 0, OVERLAP))
+    else:
+        idx = torch.remainder(torch.arange(OVERLAP, device=c.device), n)
+        c.narrow(dim, n, OVERLAP).copy_(c.narrow(dim, 0, n).index_select(dim, idx))
+
+
+def band(c: torch.Tensor, index: int, nh: int, nw: int) -> torch.Tensor:
+    """View of band `index` (0 approximation, 1 cH, 2 cV, 3 cD) of an interleaved level."""
+    bw, bh = divmod(index, 2)
+    return c[:, bh : 2 * nh : 2, bw : 2 * nw : 2]
 
 
 def dwt2(x: torch.Tensor, mode: str = "periodization") -> torch.Tensor:
     """One 2-D DWT level: (B, H, W) -> (B, 4, h, w) = [approximation, cH, cV, cD]."""
-    _check_mode(mode)
-    if mode == "periodization" and (x.shape[-1] % 2 or x.shape[-2] % 2):
-        raise ValueError("periodization mode needs even height and width")
-    p = _extend(_extend(x, -2, mode), -1, mode).unsqueeze(1)
-    k = _analysis_kernel().to(dtype=x.dtype, device=x.device)
-    n_out = (p.shape[-2] - FILTER_LEN) // 2 + 1
-    w_out = (p.shape[-1] - FILTER_LEN) // 2 + 1
-    out = x.new_empty((x.shape[0], 4, n_out, w_out))
-    with _exact_conv(x.device):
-        for o0, o1 in _row_tiles(n_out, p.shape[-1], x.device):
-            # output row o reads input rows 2o .. 2o + 7
-            out[:, :, o0:o1] = F.conv2d(p[:, :, 2 * o0 : 2 * o1 + FILTER_LEN - 2], k, stride=2)
-    return out
+    c, nh, nw = analysis(x, mode)
+    return torch.stack([band(c, i, nh, nw) for i in range(4)], dim=1)
 
 
 def idwt2(bands: torch.Tensor, mode: str = "periodization") -> torch.Tensor:
     """Inverse of `dwt2`: (B, 4, h, w) -> (B, H, W) (H = 2h, or 2h - 6 in symmetric mode)."""
     _check_mode(mode)
-    c = bands
-    if mode == "periodization":
-        c = _wrap_after(_wrap_after(c, -2, 3), -1, 3)
-    k = _synthesis_kernel().to(dtype=bands.dtype, device=bands.device)
-    n_out, w_out = c.shape[-2] - 3, c.shape[-1] - 3
-    out = bands.new_empty((bands.shape[0], 2 * n_out, 2 * w_out))
-    with _exact_conv(bands.device):
-        for t0, t1 in _row_tiles(n_out, 4 * c.shape[-1], bands.device):
-            # phase row t reads coefficient rows t .. t + 3
-            phases = F.conv2d(c[:, :, t0 : t1 + 3], k)  # (B, 4 phases, rows, w_out)
-            out[:, 2 * t0 : 2 * t1] = F.pixel_shuffle(phases, 2)[:, 0]
-    return out
+    nh, nw = bands.shape[-2:]
+    c = bands.new_zeros((bands.shape[0], _blocks(nh), _blocks(nw)))
+    for i in range(4):
+        band(c, i, nh, nw).copy_(bands[:, i])
+    out = synthesis(c, nh, nw, mode)
+    cut = 0 if mode == "periodization" else FILTER_LEN - 2
+    return out[:, : 2 * nh - cut, : 2 * nw - cut]
 
 
 def wavedec2(x: torch.Tensor, levels: int, mode: str = "periodization") -> list[torch.Tensor]:
