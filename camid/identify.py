@@ -9,6 +9,7 @@ result with what the EXIF Make/Model claims.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,7 +25,7 @@ from torch import nn
 from camid import __version__
 from camid.data.augment import Manipulation
 from camid.engine.data import ViewSpec, extract_views, prefetch_map
-from camid.engine.predict import Aggregate, OpenSetRule, Predictor, aggregate
+from camid.engine.predict import Aggregate, OpenSetRule, Predictor, aggregate, decision_logits
 from camid.errors import InputError
 from camid.io.exif import camera_name, clean_text
 from camid.io.image import load_image, read_file_bytes
@@ -117,6 +118,7 @@ class Identification:
     height: int
     camid_version: str = __version__
     prnu: dict | None = None
+    evidence: dict | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_record(self) -> dict:
@@ -140,6 +142,8 @@ class Identification:
             "model_sha256": self.model_sha256,
             "camid_version": self.camid_version,
         }
+        if self.evidence is not None:
+            rec["evidence"] = self.evidence
         if self.prnu is not None:
             rec["prnu"] = self.prnu
         rec.update(self.extra)
@@ -185,6 +189,9 @@ class Identifier:
             temperature if temperature is not None else card.calibration.get("temperature", 1.0)
         )
         self.keep_pixels = keep_pixels
+        self.head_calibration = {
+            h["name"]: h for h in card.calibration.get("heads", []) if isinstance(h, dict)
+        }
 
     def _load(self, path: Path, manipulation: Manipulation | None = None):
         raw = read_file_bytes(path)
@@ -228,7 +235,13 @@ class Identifier:
 
     def decide(self, logits: np.ndarray) -> tuple[Aggregate, bool, str]:
         """Aggregate view logits and apply the open-set rule."""
-        agg = aggregate(logits, self.temperature, self.aggregation)
+        agg = aggregate(decision_logits(logits), self.temperature, self.aggregation)
+        if logits.ndim == 3 and self.predictor.heads:
+            heads = {}
+            for k, name in enumerate(self.predictor.heads[1:], start=1):
+                t = float(self.head_calibration.get(name, {}).get("temperature", 1.0))
+                heads[name] = aggregate(logits[:, k], t, self.aggregation).probs
+            agg = dataclasses.replace(agg, heads=heads)
         known, reason = self.rule.decide(agg, list(self.card.classes))
         return agg, known, reason
 
@@ -260,6 +273,16 @@ class Identifier:
             predicted = classes[agg.top] if known else None
             status, note = exif_cross_check(meta.exif_camera, predicted, classes)
             prnu = extra(meta, agg) if extra else None
+            evidence = None
+            if agg.heads:
+                evidence = {
+                    name: {
+                        "camera": classes[int(np.argmax(p))],
+                        "probability": round(float(np.max(p)), 6),
+                        "support": round(float(p[agg.top]), 6),
+                    }
+                    for name, p in agg.heads.items()
+                }
             yield Identification(
                 path=str(path),
                 sha256=meta.sha256,
@@ -278,4 +301,5 @@ class Identifier:
                 width=meta.width,
                 height=meta.height,
                 prnu=prnu,
+                evidence=evidence,
             )

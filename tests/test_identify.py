@@ -69,6 +69,19 @@ def test_open_set_rule_and_aggregation() -> None:
     assert geo.probs == pytest.approx(torch.softmax(torch.tensor([1.0, 0.5]), 0).numpy())
 
 
+def test_open_set_rule_refuses_a_decision_its_evidence_heads_contradict() -> None:
+    classes = ["a", "b", "c"]
+    heads = {"pixels": np.array([0.02, 0.9, 0.08]), "compression": np.array([0.97, 0.02, 0.01])}
+    agg = Aggregate(np.array([0.9, 0.08, 0.02]), np.array([1.0, 0.0, 0.0]), 10, heads)
+    assert OpenSetRule(0.5).decide(agg, classes)[0] is True  # no support test asked for
+    known, reason = OpenSetRule(0.5, support={"pixels": 0.05}).decide(agg, classes)
+    assert known is False
+    assert "pixels traces give 'a' only 0.02" in reason and "point to 'b'" in reason
+    assert OpenSetRule(0.5, support={"pixels": 0.01}).decide(agg, classes)[0] is True
+    plain = Aggregate(agg.probs, agg.votes, 10)  # a model without heads is never refused
+    assert OpenSetRule(0.5, support={"pixels": 0.05}).decide(plain, classes)[0] is True
+
+
 def test_identify_known_photos_top_k_and_provenance(trained, capsys) -> None:
     home, data = trained
     ds = load_dataset(data / "cameras.csv")

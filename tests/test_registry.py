@@ -152,3 +152,19 @@ def test_models_cli(tmp_path, capsys):
     capsys.readouterr()
     assert main(["models", "show", "nope"]) == 2
     assert "no model named" in capsys.readouterr().err
+
+
+def test_tracenet_heads_in_training_and_decision_logits_in_eval():
+    from camid.models.registry import head_names
+
+    net = get_model("tracenet", 4)
+    assert head_names(net) == ("combined", "pixels", "compression")
+    x = torch.randn(3, 3, 64, 64)
+    net.train()
+    assert net(x).shape == (3, 3, 4)
+    net.eval()
+    with torch.no_grad():
+        out, ev = net(x), net.evidence(x)
+    assert out.shape == (3, 4) and ev.shape == (3, 3, 4)
+    assert torch.allclose(out, ev[:, 0])
+    assert head_names(get_model("patchnet_tiny", 4)) is None

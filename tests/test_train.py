@@ -339,3 +339,10 @@ def test_default_arch_learns_the_synthetic_cameras(tmp_path: Path) -> None:
     right = np.mean([r.top[0]["camera"] == s.camera for r, s in zip(recs, test, strict=True)])
     assert len(test) >= 10
     assert right >= 0.9, right
+    # evidence heads: calibrated at training, reported per photo
+    heads = card.calibration["heads"]
+    assert [h["name"] for h in heads] == ["pixels", "compression"]
+    assert all(0 <= h["support_threshold"] <= 0.5 for h in heads)
+    ev = recs[0].to_record()["evidence"]
+    assert set(ev) == {"pixels", "compression"}
+    assert all(0 <= e["support"] <= e["probability"] <= 1 for e in ev.values())

@@ -12,6 +12,7 @@ from camid.cli.common import DeviceOpt, FormatOpt, JsonOpt, QuietOpt, output_fro
 from camid.cli.identify import (
     AgreementOpt,
     BatchOpt,
+    TraceCheckOpt,
     TtaOpt,
     UnknownOpt,
     ViewsOpt,
@@ -52,6 +53,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         unknown_threshold: UnknownOpt = None,
         min_agreement: AgreementOpt = None,
+        trace_check: TraceCheckOpt = True,
         max_views: ViewsOpt = None,
         d4: TtaOpt = None,
         region: Annotated[
@@ -82,6 +84,7 @@ def register(app: typer.Typer) -> None:
             device,
             unknown_threshold=unknown_threshold,
             min_agreement=min_agreement,
+            trace_check=trace_check,
             max_views=max_views,
             d4=d4,
             region=region,

@@ -45,6 +45,7 @@ def load_identifier(
     batch_size: int,
     workers: int,
     top_k: int = 3,
+    trace_check: bool = True,
 ):
     """Build an Identifier from CLI-style options (shared by identify and evaluate)."""
     from camid.device import resolve_device
@@ -54,13 +55,8 @@ def load_identifier(
 
     dev = resolve_device(device)
     model, card = load_model(model_ref, dev)
-    cal = card.calibration or {}
-    threshold = (
-        unknown_threshold
-        if unknown_threshold is not None
-        else float(cal.get("unknown_threshold", 0.5))
-    )
-    agreement = min_agreement if min_agreement is not None else float(cal.get("min_agreement", 0.0))
+    rule = OpenSetRule.from_card(card, unknown_threshold, min_agreement, trace_check)
+    threshold, agreement = rule.threshold, rule.min_agreement
     if not 0 <= threshold <= 1 or not 0 <= agreement <= 1:
         raise UsageError("--unknown-threshold and --min-agreement must be between 0 and 1")
     if batch_size < 1 or workers < 0 or top_k < 1:
@@ -71,7 +67,7 @@ def load_identifier(
         card,
         dev,
         views=views,
-        rule=OpenSetRule(threshold, agreement),
+        rule=rule,
         top_k=top_k,
         batch_size=batch_size,
         workers=workers,
@@ -124,6 +120,14 @@ AgreementOpt = Annotated[
         "(default: the model's, 0 = off).",
     ),
 ]
+TraceCheckOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trace-check/--no-trace-check",
+        help="For models with several kinds of evidence (tracenet: pixel and JPEG traces): "
+        "'unknown' when one kind contradicts the decision (thresholds from validation).",
+    ),
+]
 ViewsOpt = Annotated[
     int | None,
     typer.Option("--max-views", help="Patch-grid views per image for patch models (default 64)."),
@@ -154,6 +158,7 @@ def register(app: typer.Typer) -> None:
         top_k: Annotated[int, typer.Option("--top-k", "-k", help="Camera models listed.")] = 3,
         unknown_threshold: UnknownOpt = None,
         min_agreement: AgreementOpt = None,
+        trace_check: TraceCheckOpt = True,
         fingerprint: Annotated[
             list[Path] | None,
             typer.Option(
@@ -195,6 +200,7 @@ def register(app: typer.Typer) -> None:
             device,
             unknown_threshold=unknown_threshold,
             min_agreement=min_agreement,
+            trace_check=trace_check,
             max_views=max_views,
             d4=d4,
             region=None,

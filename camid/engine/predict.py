@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -13,10 +13,15 @@ from scipy.special import softmax
 from torch import nn
 
 from camid.engine.data import ViewSpec, to_input
-from camid.models.registry import get_arch
+from camid.models.registry import get_arch, head_names
 from camid.models.store import ModelCard
 
 DEFAULT_MAX_VIEWS = 64
+
+
+def decision_logits(logits: np.ndarray) -> np.ndarray:
+    """(V, C) decision logits from (V, C), or from (V, K, C) evidence-head logits (head 0)."""
+    return logits[:, 0] if logits.ndim == 3 else logits
 
 
 def default_view_spec(
@@ -81,17 +86,23 @@ class Predictor:
         self.device = device
         self.batch_size = max(1, int(batch_size))
         self.amp = amp
+        self.heads = head_names(model)
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def forward(self, views: np.ndarray) -> np.ndarray:
-        """(V, C) float32 logits of (V, S, S, 3) uint8 views, in chunks of batch_size."""
+        """(V, C) float32 logits of (V, S, S, 3) uint8 views, in chunks of batch_size
+        ((V, K, C) for a model with evidence heads)."""
         out = []
         for i in range(0, len(views), self.batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(views[i : i + self.batch_size]))
             out.append(self._run(chunk.permute(0, 3, 1, 2)))
-        return np.concatenate(out) if out else np.zeros((0, self.card.num_classes), np.float32)
+        return np.concatenate(out) if out else self._empty()
+
+    def _empty(self) -> np.ndarray:
+        k = (len(self.heads),) if self.heads else ()
+        return np.zeros((0, *k, self.card.num_classes), np.float32)
 
     def _run(self, x_uint8: torch.Tensor) -> np.ndarray:
         x = x_uint8.to(self.device, non_blocking=True)
@@ -99,7 +110,7 @@ class Predictor:
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(self.device, self.amp):
-            logits = self.model(x)
+            logits = self.model.evidence(x) if self.heads else self.model(x)
         return logits.float().cpu().numpy()
 
     @torch.inference_mode()
@@ -147,7 +158,7 @@ class Predictor:
                 elif e["logits"]:
                     yield e["key"], np.concatenate(e["logits"])
                 else:
-                    yield e["key"], np.zeros((0, self.card.num_classes), np.float32)
+                    yield e["key"], self._empty()
 
         for key, payload in items:
             n = 0 if isinstance(payload, Exception) else len(payload)
@@ -171,6 +182,7 @@ class Aggregate:
     probs: np.ndarray  # (C,) calibrated class probabilities
     votes: np.ndarray  # (C,) fraction of views whose argmax is each class
     n_views: int
+    heads: dict[str, np.ndarray] | None = None  # evidence head -> (C,) probabilities
 
     @property
     def top(self) -> int:
@@ -205,12 +217,34 @@ def aggregate(logits: np.ndarray, temperature: float = 1.0, method: str = "mean"
 class OpenSetRule:
     """When an image is called "unknown camera" instead of its nearest class.
 
-    Unknown when the calibrated max-probability is below `threshold`, or when fewer than
-    `min_agreement` of the views vote for the top class (0 disables the vote test).
+    Unknown when the calibrated max-probability is below `threshold`, when fewer than
+    `min_agreement` of the views vote for the top class (0 disables the vote test), or when
+    an evidence head named in `support` gives the top class less than its threshold (the
+    kinds of trace contradict each other).
     """
 
     threshold: float = 0.5
     min_agreement: float = 0.0
+    support: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_card(
+        cls,
+        card: ModelCard,
+        threshold: float | None = None,
+        min_agreement: float | None = None,
+        trace_check: bool = True,
+    ) -> OpenSetRule:
+        """The rule a model's card suggests (validation-derived), with overrides."""
+        cal = card.calibration or {}
+        t = threshold if threshold is not None else float(cal.get("unknown_threshold", 0.5))
+        a = min_agreement if min_agreement is not None else float(cal.get("min_agreement", 0.0))
+        support: dict[str, float] = {}
+        if trace_check:
+            for head in cal.get("heads", []):
+                if isinstance(head, dict) and "name" in head:
+                    support[str(head["name"])] = float(head.get("support_threshold", 0.0))
+        return cls(t, a, support)
 
     def decide(self, agg: Aggregate, classes: list[str]) -> tuple[bool, str]:
         """(known, reason) for one aggregated image."""
@@ -229,4 +263,14 @@ class OpenSetRule:
                 f"views disagree: only {agg.agreement:.0%} of {agg.n_views} views vote for "
                 f"{name!r} (< {self.min_agreement:.0%}); probability {p:.2f}"
             )
+        for head, need in self.support.items():
+            hp = agg.heads.get(head) if agg.heads else None
+            if hp is None or need <= 0:
+                continue
+            if hp[agg.top] < need:
+                return False, (
+                    f"traces disagree: {head} traces give {name!r} only {hp[agg.top]:.2f} "
+                    f"(< {need:.2f}) and point to {classes[int(np.argmax(hp))]!r}; "
+                    f"combined probability {p:.2f}"
+                )
         return True, f"probability {p:.2f} >= {self.threshold:.2f}; {votes}"

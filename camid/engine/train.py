@@ -38,11 +38,11 @@ from camid.engine.data import (
     should_cache,
     to_input,
 )
-from camid.engine.predict import aggregate, autocast_context
+from camid.engine.predict import aggregate, autocast_context, decision_logits
 from camid.errors import UsageError
 from camid.home import camid_home
 from camid.io.atomic import atomic_write
-from camid.models.registry import IMAGENET_MEAN, IMAGENET_STD, get_arch, get_model
+from camid.models.registry import IMAGENET_MEAN, IMAGENET_STD, get_arch, get_model, head_names
 from camid.models.store import ModelCard, check_name, models_dir, resolve_model_path, save_model
 
 TARGETS = ("camera", "label")
@@ -231,7 +231,9 @@ def _validate(
     info: dist.DistInfo,
     amp: bool,
 ) -> dict[str, Any]:
-    """Per-view logits of every validation image (sharded over ranks, then gathered)."""
+    """Per-view logits of every validation image (sharded over ranks, then gathered):
+    (V, C), or (V, K, C) for a model with evidence heads."""
+    heads = head_names(model)
     mine = list(range(info.rank, len(labels), info.world_size))
     results: list[tuple[int, np.ndarray]] = []
     model.eval()
@@ -242,7 +244,8 @@ def _validate(
                 raise views
             x = torch.from_numpy(views).permute(0, 3, 1, 2).to(device)
             with autocast_context(device, amp):
-                logits = model(to_input(x, card.mean, card.std))
+                xin = to_input(x, card.mean, card.std)
+                logits = model.evidence(xin) if heads else model(xin)
             results.append((i, logits.float().cpu().numpy()))
     gathered = [r for part in dist.all_gather(results, info) for r in part]
     gathered.sort(key=lambda r: r[0])
@@ -253,6 +256,7 @@ def _val_metrics(per_image: dict[int, np.ndarray], labels: Sequence[int]) -> dic
     """Patch-level loss/accuracy and image-level accuracy (soft vote) from view logits."""
     if not per_image:
         return {}
+    per_image = {i: decision_logits(lg) for i, lg in per_image.items()}
     all_logits = np.concatenate([per_image[i] for i in sorted(per_image)])
     all_y = np.concatenate([np.full(len(per_image[i]), labels[i]) for i in sorted(per_image)])
     lt = torch.from_numpy(all_logits)
@@ -446,7 +450,13 @@ def _train(
             optimizer.zero_grad(set_to_none=True)
             with autocast_context(device, use_amp):
                 logits = net(x)
-                loss = loss_fn(logits, y)
+                if logits.dim() == 3:  # evidence heads: mean loss, head 0 decides
+                    loss = torch.stack(
+                        [loss_fn(logits[:, k], y) for k in range(logits.shape[1])]
+                    ).mean()
+                    logits = logits[:, 0]
+                else:
+                    loss = loss_fn(logits, y)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -550,7 +560,7 @@ def _train(
         best = {"model": _cpu_state(model), "epoch": epoch + 1, "metrics": {}, "val_logits": []}
     model.load_state_dict(best["model"])
     model.eval()
-    calibration = _calibrate(best, data.val_y)
+    calibration = _calibrate(best, data.val_y, head_names(model))
     last = history[-1] if history else {}
     card.metrics = {
         **{k: v for k, v in best["metrics"].items()},
@@ -618,9 +628,16 @@ def _is_better(vm: dict[str, float], best: dict[str, Any] | None) -> bool:
     return vm["val_loss"] < b["val_loss"]
 
 
-def _calibrate(best: dict[str, Any], val_y: Sequence[int]) -> dict[str, Any]:
-    """Fit the temperature on the best epoch's validation views; suggest an open-set cut."""
-    logits_list = [np.asarray(t) for t in best.get("val_logits", [])]
+def _calibrate(
+    best: dict[str, Any], val_y: Sequence[int], heads: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """Fit the temperature on the best epoch's validation views; suggest an open-set cut.
+
+    For a model with evidence heads, each auxiliary head gets its own temperature and a
+    support threshold (see `_calibrate_heads`).
+    """
+    raw = [np.asarray(t) for t in best.get("val_logits", [])]
+    logits_list = [decision_logits(lg) for lg in raw]
     if not logits_list:
         return {
             "method": "none",
@@ -637,7 +654,7 @@ def _calibrate(best: dict[str, Any], val_y: Sequence[int]) -> dict[str, Any]:
     maxp = np.array([a.probs.max() for a in aggs])
     agree = np.array([a.agreement for a in aggs])
     right = np.array([a.top == y for a, y in zip(aggs, val_y, strict=True)])
-    return {
+    out = {
         "method": "temperature",
         "level": "view",
         "aggregation": "mean",
@@ -653,6 +670,39 @@ def _calibrate(best: dict[str, Any], val_y: Sequence[int]) -> dict[str, Any]:
         "unknown_threshold_rule": "0.95 x 5th percentile of correctly identified validation "
         "images' max-probability, clipped to [0.5, 0.95]",
     }
+    if heads and raw[0].ndim == 3:
+        out["heads"] = _calibrate_heads(raw, val_y, heads, right)
+    return out
+
+
+def _calibrate_heads(
+    raw: list[np.ndarray], val_y: Sequence[int], heads: tuple[str, ...], right: np.ndarray
+) -> list[dict[str, Any]]:
+    """Per auxiliary head: temperature, validation accuracy and a support threshold.
+
+    A head *supports* a decision when it gives the decided class at least
+    `support_threshold` probability: half the 5th percentile of what it gave the true class
+    of the correctly identified validation images (so ~95 % of known photos pass).
+    """
+    y = np.asarray(val_y)
+    result = []
+    for k in range(1, min(len(heads), raw[0].shape[1])):
+        lgs = [lg[:, k] for lg in raw]
+        labels = np.concatenate([np.full(len(lg), t) for lg, t in zip(lgs, y, strict=True)])
+        fit = fit_temperature(np.concatenate(lgs), labels)
+        aggs = [aggregate(lg, fit["temperature"]) for lg in lgs]
+        true_p = np.array([a.probs[t] for a, t in zip(aggs, y, strict=True)])
+        ok = true_p[right] if right.any() else true_p
+        result.append(
+            {
+                "name": heads[k],
+                "temperature": fit["temperature"],
+                "val_accuracy": float(np.mean([a.top == t for a, t in zip(aggs, y, strict=True)])),
+                "support_q05": float(np.quantile(ok, 0.05)),
+                "support_threshold": float(np.clip(0.5 * np.quantile(ok, 0.05), 0.0, 0.5)),
+            }
+        )
+    return result
 
 
 def copy_config(cfg: TrainConfig, **changes: Any) -> TrainConfig:

@@ -3,6 +3,12 @@
 Every builder takes `num_classes` and returns an `nn.Module` mapping (N, 3, H, W) float
 images to (N, num_classes) logits. ImageNet initialisation comes only from a local
 torchvision weights file in the torch hub cache layout; nothing is ever downloaded.
+
+Evidence heads: a model may also have auxiliary heads, each a
+classifier over one kind of evidence. It then has `head_names` (head 0 is the decision),
+an `evidence(x)` method returning (N, K, num_classes) logits, and in training mode its
+`forward` returns those K heads (the training loss averages them); in eval mode `forward`
+returns head 0 only, so every other consumer sees plain logits.
 """
 
 from __future__ import annotations
@@ -419,8 +425,13 @@ class TraceNet(nn.Module):
     * compression traces: `JpegLattice` statistics of the luma block DCT (the camera's
       quantisation tables), through a small learned projection.
 
-    Views must be aligned to the 8-pixel JPEG grid (camid's crops and grids are).
+    Evidence heads: besides the combined classifier, each branch has its own linear head
+    trained alongside (deep supervision), so that identify can say what each kind of trace
+    points to on its own (the module docstring's evidence heads). Views must be aligned to
+    the 8-pixel JPEG grid (camid's crops and grids are).
     """
+
+    head_names = ("combined", "pixels", "compression")
 
     def __init__(self, num_classes: int, width: int = 48, lattice_dim: int = 64) -> None:
         super().__init__()
@@ -433,14 +444,30 @@ class TraceNet(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.classifier = nn.Linear(4 * width + lattice_dim, num_classes)
+        self.pixel_classifier = nn.Linear(4 * width, num_classes)
+        self.lattice_classifier = nn.Linear(lattice_dim, num_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled feature vector: pixel-trace features then compression-trace features."""
         return torch.cat([self.pixels.embed(x), self.lattice_head(self.lattice(x))], dim=1)
 
+    def evidence(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of every head, (N, 3, num_classes): combined, pixels, compression."""
+        p = self.pixels.embed(x)
+        q = self.lattice_head(self.lattice(x))
+        return torch.stack(
+            [
+                self.classifier(torch.cat([p, q], dim=1)),
+                self.pixel_classifier(p),
+                self.lattice_classifier(q),
+            ],
+            dim=1,
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, num_classes)."""
-        return self.classifier(self.embed(x))
+        """Logits (N, num_classes); in training mode all heads (N, 3, num_classes)."""
+        out = self.evidence(x)
+        return out if self.training else out[:, 0]
 
 
 @register_model(
@@ -453,3 +480,10 @@ class TraceNet(nn.Module):
 def tracenet(num_classes: int) -> nn.Module:
     """TraceNet with width 48."""
     return TraceNet(num_classes, width=48)
+
+
+def head_names(model: nn.Module) -> tuple[str, ...] | None:
+    """The evidence heads of a model (see the module docstring), or None for plain models."""
+    m = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    names = getattr(m, "head_names", None)
+    return tuple(names) if names and callable(getattr(m, "evidence", None)) else None
