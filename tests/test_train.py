@@ -343,6 +343,8 @@ def test_default_arch_learns_the_synthetic_cameras(tmp_path: Path) -> None:
     heads = card.calibration["heads"]
     assert [h["name"] for h in heads] == ["pixels", "compression"]
     assert all(0 <= h["support_threshold"] <= 0.5 for h in heads)
+    assert set(OpenSetRule.from_card(card).support) == {"pixels", "compression"}
+    assert OpenSetRule.from_card(card, trace_check=False).support == {}
     ev = recs[0].to_record()["evidence"]
     assert set(ev) == {"pixels", "compression"}
     assert all(0 <= e["support"] <= e["probability"] <= 1 for e in ev.values())

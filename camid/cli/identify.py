@@ -229,11 +229,17 @@ def register(app: typer.Typer) -> None:
                 rec["top"] = ", ".join(f"{t['camera']} {t['probability']:.2f}" for t in res.top)
                 if res.prnu:
                     rec["prnu"] = f"{res.prnu['best_fingerprint']}: PCE {res.prnu['pce']:.1f}"
+                if res.evidence:
+                    rec["traces"] = "; ".join(
+                        f"{k}: {e['camera']} {e['probability']:.2f}"
+                        for k, e in res.evidence.items()
+                    )
             if res.exif_check == "mismatch":
                 mismatches += 1
                 out.warn(f"{res.path}: {res.exif_note}")
             out.record(rec)
-        columns = TABLE_COLUMNS + (["prnu"] if fingerprint else [])
+        columns = TABLE_COLUMNS + (["traces"] if ident.predictor.heads else [])
+        columns += ["prnu"] if fingerprint else []
         out.finish(columns=None if out.machine else columns, title="camera identification")
         code = finish_batch(out, failed, failed_list, total)
         if code == 0 and fail_on_mismatch and mismatches:

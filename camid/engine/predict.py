@@ -269,8 +269,8 @@ class OpenSetRule:
                 continue
             if hp[agg.top] < need:
                 return False, (
-                    f"traces disagree: {head} traces give {name!r} only {hp[agg.top]:.2f} "
-                    f"(< {need:.2f}) and point to {classes[int(np.argmax(hp))]!r}; "
+                    f"traces disagree: {head} traces give {name!r} only {hp[agg.top]:.3f} "
+                    f"(< {need:.3f}) and point to {classes[int(np.argmax(hp))]!r}; "
                     f"combined probability {p:.2f}"
                 )
         return True, f"probability {p:.2f} >= {self.threshold:.2f}; {votes}"
