@@ -65,11 +65,22 @@ class JpegLattice(nn.Module):
         self.n_features = (BLOCK * BLOCK - 1) * len(steps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) normalised -> (N, 63 * steps) lattice statistics (float32)."""
-        h, w = x.shape[-2:]
-        x = x[..., : h - h % BLOCK, : w - w % BLOCK].float()
-        y = (x * self.luma).sum(1, keepdim=True) + self.offset  # luma on 0..255
-        coef = nn.functional.conv2d(y, self.basis, stride=BLOCK).flatten(2)  # (N, 63, B)
-        n, f, b = coef.shape
-        phase = coef.reshape(n, 1, f * b) * self.inv_steps  # (N, S, 63*B)
-        return torch.cos(phase).reshape(n, -1, f, b).mean(-1).flatten(1)
+        """(N, 3, H, W) normalised -> (N, 63 * steps) lattice statistics (float32).
+
+        The block DCT runs in float64 with autocast off: a coefficient of a few hundred
+        must stay accurate to a few hundredths for the small steps, which fp16 (CUDA mixed
+        precision) and TF32 convolutions would not guarantee.
+        """
+        with torch.autocast(x.device.type, enabled=False):
+            h, w = x.shape[-2:]
+            hb, wb = h // BLOCK, w // BLOCK
+            x = x[..., : hb * BLOCK, : wb * BLOCK].double()
+            y = (x * self.luma.double()).sum(1) + self.offset  # (N, H, W) luma on 0..255
+            n = y.shape[0]
+            blocks = y.reshape(n, hb, BLOCK, wb, BLOCK).permute(0, 1, 3, 2, 4)
+            blocks = blocks.reshape(n, hb * wb, BLOCK * BLOCK)
+            basis = self.basis.reshape(-1, BLOCK * BLOCK).double()  # (63, 64)
+            coef = (blocks @ basis.T).float().transpose(1, 2)  # (N, 63, B)
+            f, b = coef.shape[1:]
+            phase = coef.reshape(n, 1, f * b) * self.inv_steps.float()  # (N, S, 63*B)
+            return torch.cos(phase).reshape(n, -1, f, b).mean(-1).flatten(1)
