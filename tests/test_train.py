@@ -261,7 +261,7 @@ def test_torchrun_two_processes_gloo(fakes: Path, tmp_path: Path) -> None:
         "--name",
         "ddp",
         "--arch",
-        "patchnet_hp_tiny",
+        "tracenet",  # the default, with evidence heads (3-head output under DDP)
         "--patch",
         "32",
         "--patches-per-image",
@@ -281,6 +281,7 @@ def test_torchrun_two_processes_gloo(fakes: Path, tmp_path: Path) -> None:
     card, _ = read_card("ddp", home=tmp_path / "home")
     assert card.recipe["world_size"] == 2
     assert card.metrics["epochs_run"] == 1
+    assert [h["name"] for h in card.calibration["heads"]] == ["pixels", "compression"]
 
 
 @pytest.mark.slow
