@@ -12,7 +12,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,6 +26,7 @@ from camid.data.patches import (
     crop,
     five_crop_positions,
     grid_positions,
+    random_crop,
     region_view,
     training_crop,
 )
@@ -60,6 +61,10 @@ class ImageStore:
                 self._pixels[i] = px
         return px
 
+    def views(self, i: int, spec: ViewSpec) -> np.ndarray:
+        """The inference/validation views of image i."""
+        return extract_views(self.get(i), spec)
+
     def preload(self, progress: Callable[[Iterable[int]], Iterable[int]] | None = None) -> None:
         """Decode every image now (only with cache=True)."""
         if not self.cache:
@@ -69,12 +74,136 @@ class ImageStore:
             self.get(i)
 
 
-def should_cache(paths: Sequence[Path], limit_bytes: int = DEFAULT_CACHE_BYTES) -> bool:
-    """Cache decoded images when the first image times the count fits under `limit_bytes`."""
-    if not paths:
-        return False
-    px = load_image(paths[0]).pixels
-    return px.nbytes * len(paths) <= limit_bytes
+class ViewCache:
+    """An ImageStore whose views (for one fixed ViewSpec) are kept after the first request,
+    up to `limit_bytes`: validation sees the same views every epoch, so photos too large to
+    cache whole are decoded once instead of once per epoch."""
+
+    def __init__(self, store: ImageStore, spec: ViewSpec, limit_bytes: int = 500_000_000):
+        self.store = store
+        self.spec = spec
+        self.limit = limit_bytes
+        self.held = 0
+        self._views: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def views(self, i: int, spec: ViewSpec) -> np.ndarray:
+        """Views of image i (cached for the store's own spec)."""
+        if spec != self.spec:
+            return self.store.views(i, spec)
+        v = self._views.get(i)
+        if v is None:
+            v = self.store.views(i, spec)
+            with self._lock:
+                if self.held + v.nbytes <= self.limit:
+                    self._views[i] = v
+                    self.held += v.nbytes
+        return v
+
+
+class TileStore:
+    """For photos too large to keep whole: each image is decoded once and `per_image`
+    random `tile` x `tile` crops of it (corners on the JPEG/CFA grid, inside `region`) are
+    kept; training crops are then drawn from the tiles.
+
+    A 12 MP photo costs 36 MB decoded and ~0.2 s to decode on a CPU core; 16 tiles of
+    256 px cost 3 MB. Without this, training on a folder of real photos would decode every
+    photo once per epoch (often more CPU than the network itself).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        tile: int,
+        per_image: int,
+        region: str = "full",
+        seed: int = 0,
+    ) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.tile = int(tile)
+        self.per_image = max(1, int(per_image))
+        self.region = region
+        self.seed = seed
+        self._tiles: list[np.ndarray | None] = [None] * len(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _cut(self, i: int) -> np.ndarray:
+        px = load_image(self.paths[i]).pixels
+        rng = np.random.default_rng([self.seed, 104729, i])
+        return np.stack(
+            [random_crop(px, self.tile, rng, self.region) for _ in range(self.per_image)]
+        )
+
+    def tiles(self, i: int) -> np.ndarray:
+        """(per_image, tile, tile, 3) uint8 tiles of image i (decoded on first use)."""
+        t = self._tiles[i]
+        if t is None:
+            t = self._tiles[i] = self._cut(i)
+        return t
+
+    def sample(self, i: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        """One random tile of image i, and the region to crop it in ('full')."""
+        t = self.tiles(i)
+        return t[int(rng.integers(len(t)))], "full"
+
+    def preload(self, workers: int = 2, progress: Callable[[int], None] | None = None) -> None:
+        """Decode every image once and keep its tiles (threads: decoding releases the GIL)."""
+        for i, res in enumerate(prefetch_map(self._cut, range(len(self.paths)), workers)):
+            if isinstance(res, Exception):
+                raise res
+            self._tiles[i] = res
+            if progress:
+                progress(i + 1)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held once preloaded."""
+        return len(self.paths) * self.per_image * self.tile * self.tile * 3
+
+
+@dataclass(frozen=True)
+class StorePlan:
+    """How training images are held: 'cache' (whole, decoded once), 'tiles' (TileStore)
+    or 'decode' (decoded again every epoch)."""
+
+    mode: str
+    tile: int = 0
+    per_image: int = 0
+
+
+def plan_store(
+    paths: Sequence[Path],
+    large: int,
+    cache: bool | None = None,
+    limit_bytes: int | None = None,
+) -> StorePlan:
+    """Choose how to hold the training images within `limit_bytes` of memory (default
+    DEFAULT_CACHE_BYTES).
+
+    `cache` True/False forces whole-image caching on/off (no tiles); None decides: whole
+    images when they fit, else tiles of max(256, 2 x large) px, as many per image as fit
+    the budget, up to 32 and up to half a whole image's bytes; fewer than 4 tiles per image
+    means decoding every epoch instead.
+    """
+    limit = DEFAULT_CACHE_BYTES if limit_bytes is None else limit_bytes
+    if cache is not None or not paths:
+        return StorePlan("cache" if cache else "decode")
+    first = load_image(paths[0]).pixels
+    if first.nbytes * len(paths) <= limit:
+        return StorePlan("cache")
+    tile = max(256, 2 * int(large))
+    if tile > min(first.shape[:2]):
+        return StorePlan("decode")
+    tile_bytes = tile * tile * 3
+    per = min(32, limit // (len(paths) * tile_bytes), (first.nbytes // 2) // tile_bytes)
+    if per < 4:
+        return StorePlan("decode")
+    return StorePlan("tiles", tile, per)
 
 
 class BalancedSampler(Sampler):
@@ -139,7 +268,7 @@ class TrainPatches(Dataset):
 
     def __init__(
         self,
-        store: ImageStore,
+        store: ImageStore | TileStore,
         labels: Sequence[int],
         recipe: CropRecipe,
         patches_per_image: int,
@@ -158,6 +287,12 @@ class TrainPatches(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         idx, slot = item
         rng = np.random.default_rng([self.seed, self.epoch, slot])
+        if isinstance(self.store, TileStore):
+            crops = []
+            for _ in range(self.k):
+                tile, region = self.store.sample(idx, rng)
+                crops.append(training_crop(tile, replace(self.recipe, region=region), rng))
+            return np.stack(crops), np.full(self.k, self.labels[idx], dtype=np.int64)
         px = self.store.get(idx)
         crops = np.stack([training_crop(px, self.recipe, rng) for _ in range(self.k)])
         return crops, np.full(self.k, self.labels[idx], dtype=np.int64)

@@ -30,12 +30,13 @@ from camid.engine.calibration import fit_temperature, open_set_threshold
 from camid.engine.data import (
     BalancedSampler,
     ImageStore,
+    TileStore,
     TrainPatches,
+    ViewCache,
     ViewSpec,
     collate_patches,
-    extract_views,
+    plan_store,
     prefetch_map,
-    should_cache,
     to_input,
 )
 from camid.engine.predict import aggregate, autocast_context, decision_logits
@@ -223,7 +224,7 @@ def _resolve_config(cfg: TrainConfig) -> tuple[TrainConfig, str]:
 
 def _validate(
     model: nn.Module,
-    store: ImageStore,
+    store: ImageStore | ViewCache,
     labels: Sequence[int],
     spec: ViewSpec,
     card: ModelCard,
@@ -238,7 +239,7 @@ def _validate(
     results: list[tuple[int, np.ndarray]] = []
     model.eval()
     with torch.inference_mode():
-        views_iter = prefetch_map(lambda i: extract_views(store.get(i), spec), mine, workers=1)
+        views_iter = prefetch_map(lambda i: store.views(i, spec), mine, workers=1)
         for i, views in zip(mine, views_iter, strict=True):
             if isinstance(views, Exception):
                 raise views
@@ -332,16 +333,33 @@ def _train(
         d4=False,
         region=cfg.region,
     )
-    cache = cfg.cache
     all_paths = [s.path for s in data.train] + [s.path for s in data.val]
-    if cache is None:
-        cache = should_cache(all_paths)
-    train_store = ImageStore([s.path for s in data.train], cache=cache)
-    val_store = ImageStore([s.path for s in data.val], cache=cache)
+    plan = plan_store(all_paths, int(cfg.large), cfg.cache)
+    cache = plan.mode == "cache"
+    train_store: ImageStore | TileStore
+    if plan.mode == "tiles":
+        train_store = TileStore(
+            [s.path for s in data.train], plan.tile, plan.per_image, cfg.region, cfg.seed
+        )
+        emit(
+            {
+                "event": "info",
+                "message": f"images too large to keep whole: decoding {len(data.train)} "
+                f"training images once and keeping {plan.per_image} tiles of {plan.tile} px "
+                f"each ({train_store.nbytes / 1e6:.0f} MB)",
+            }
+        )
+        train_store.preload(workers=max(1, torch.get_num_threads()))
+    else:
+        train_store = ImageStore([s.path for s in data.train], cache=cache)
+    val_images = ImageStore([s.path for s in data.val], cache=cache)
+    val_store: ImageStore | ViewCache = val_images
     if cache:
         emit({"event": "info", "message": f"decoding {len(all_paths)} images into memory"})
         train_store.preload()
-        val_store.preload()
+        val_images.preload()
+    else:  # validation views never change: take them once
+        val_store = ViewCache(val_images, val_spec)
     recipe = CropRecipe(
         patch=int(cfg.patch),
         large=int(cfg.large),
