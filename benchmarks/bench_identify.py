@@ -140,24 +140,22 @@ def main() -> int:
         make_camera_dataset(
             work / "known", per_device=args.per_device, flat_per_device=0, seed=args.seed
         )
-    out_csv = work / "outsiders" / "cameras.csv"
-    if not out_csv.is_file():
-        make_camera_dataset(
-            work / "outsiders",
-            spec=spec_from_dict(OUTSIDERS),
-            per_device=max(4, args.per_device // 2),
-            flat_per_device=0,
-            seed=args.seed + 1,
-        )
-    shared_csv = work / "shared-tables" / "cameras.csv"
-    if not shared_csv.is_file():
-        make_camera_dataset(
-            work / "shared-tables",
-            spec=spec_from_dict(SHARED_TABLES),
-            per_device=max(4, args.per_device // 2),
-            flat_per_device=0,
-            seed=args.seed + 2,
-        )
+
+    def outside_set(folder: str, spec: dict, seed: int) -> Path:
+        """Photos of cameras outside the model (written once per work folder)."""
+        csv = work / folder / "cameras.csv"
+        if not csv.is_file():
+            make_camera_dataset(
+                work / folder,
+                spec=spec_from_dict(spec),
+                per_device=max(4, args.per_device // 2),
+                flat_per_device=0,
+                seed=seed,
+            )
+        return csv
+
+    out_csv = outside_set("outsiders", OUTSIDERS, args.seed + 1)
+    shared_csv = outside_set("shared-tables", SHARED_TABLES, args.seed + 2)
     fig["synth_seconds"] = round(time.perf_counter() - t0, 1)
     ds = load_dataset(known_csv)
     outsiders = load_dataset(out_csv).samples
