@@ -190,7 +190,9 @@ class Identifier:
         )
         self.keep_pixels = keep_pixels
         self.head_calibration = {
-            h["name"]: h for h in card.calibration.get("heads", []) if isinstance(h, dict)
+            str(h["name"]): h
+            for h in card.calibration.get("heads", [])
+            if isinstance(h, dict) and "name" in h
         }
 
     def _load(self, path: Path, manipulation: Manipulation | None = None):
