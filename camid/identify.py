@@ -30,6 +30,7 @@ from camid.errors import InputError
 from camid.io.exif import camera_name, clean_text
 from camid.io.image import load_image, read_file_bytes
 from camid.models.store import ModelCard
+from camid.models.traces import detect_jpeg_grid
 
 UNKNOWN = "unknown"
 EXIF_STATUSES = ("consistent", "mismatch", "no-exif", "unknown-camera", "inconclusive")
@@ -158,6 +159,7 @@ class _Loaded:
     height: int
     exif_camera: str | None
     pixels: np.ndarray | None
+    grid: tuple[int, int] | None = None
 
 
 class Identifier:
@@ -177,6 +179,7 @@ class Identifier:
         aggregation: str | None = None,
         temperature: float | None = None,
         keep_pixels: bool = False,
+        find_grid: bool = False,
     ) -> None:
         self.card = card
         self.predictor = Predictor(model, card, device, batch_size=batch_size)
@@ -189,6 +192,7 @@ class Identifier:
             temperature if temperature is not None else card.calibration.get("temperature", 1.0)
         )
         self.keep_pixels = keep_pixels
+        self.find_grid = find_grid
         self.head_calibration = {
             str(h["name"]): h
             for h in card.calibration.get("heads", [])
@@ -200,6 +204,10 @@ class Identifier:
         img = load_image(path, data=raw)
         exif_cam = exif_camera(raw)
         px = img.pixels if manipulation is None else manipulation.apply(img.pixels)
+        grid = None
+        if self.find_grid:  # views start on the photo's own JPEG grid (cropped photos)
+            grid = detect_jpeg_grid(px)
+            px = px[grid[0] :, grid[1] :]
         views = extract_views(px, self.views)
         meta = _Loaded(
             path,
@@ -208,6 +216,7 @@ class Identifier:
             img.height,
             exif_cam,
             img.pixels if self.keep_pixels else None,
+            grid,
         )
         return meta, views
 
@@ -304,4 +313,5 @@ class Identifier:
                 height=meta.height,
                 prnu=prnu,
                 evidence=evidence,
+                extra={"jpeg_grid": list(meta.grid)} if meta.grid is not None else {},
             )

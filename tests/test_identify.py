@@ -82,6 +82,17 @@ def test_open_set_rule_refuses_a_decision_its_evidence_heads_contradict() -> Non
     assert OpenSetRule(0.5, support={"pixels": 0.05}).decide(plain, classes)[0] is True
 
 
+def test_find_grid_reports_the_grid_and_keeps_originals_aligned(trained, capsys) -> None:
+    home, data = trained
+    ds = load_dataset(data / "cameras.csv")
+    photo = next(s.path for s in ds.samples if s.split == "test")
+    rc, recs, err = _identify(capsys, str(photo), "--find-grid")
+    assert rc == 0, err
+    assert recs[0]["jpeg_grid"] == [0, 0]
+    rc, recs, _ = _identify(capsys, str(photo))
+    assert "jpeg_grid" not in recs[0]
+
+
 def test_identify_known_photos_top_k_and_provenance(trained, capsys) -> None:
     home, data = trained
     ds = load_dataset(data / "cameras.csv")

@@ -68,3 +68,22 @@ def test_lattice_tells_qualities_apart():
     c = _features(_jpeg_roundtrip(_scene(np.random.default_rng(6)), 90))
     # the same quality on other content is closer than a neighbouring quality on the same
     assert np.abs(a - c).mean() < np.abs(a - b).mean()
+
+
+@pytest.mark.parametrize("quality", [75, 93])
+def test_detect_jpeg_grid_finds_the_grid_of_a_cropped_photo(quality):
+    from camid.models.traces import detect_jpeg_grid
+
+    rng = np.random.default_rng(quality)
+    photo = _jpeg_roundtrip(_scene(rng, 320), quality)
+    assert detect_jpeg_grid(photo) == (0, 0)  # a camera original
+    assert detect_jpeg_grid(photo[5:, 3:]) == (3, 5)  # cropped 5 rows, 3 columns
+    assert detect_jpeg_grid(photo[1:, 6:]) == (7, 2)
+
+
+def test_detect_jpeg_grid_leaves_uncompressed_pixels_alone():
+    from camid.models.traces import detect_jpeg_grid
+
+    rng = np.random.default_rng(8)
+    assert detect_jpeg_grid(_scene(rng, 320)[3:, 5:]) == (0, 0)
+    assert detect_jpeg_grid(_scene(rng, 20)) == (0, 0)  # too small to tell

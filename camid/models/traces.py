@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -84,3 +85,59 @@ class JpegLattice(nn.Module):
             f, b = coef.shape[1:]
             phase = coef.reshape(n, 1, f * b) * self.inv_steps.float()  # (N, S, 63*B)
             return torch.cos(phase).reshape(n, -1, f, b).mean(-1).flatten(1)
+
+
+GRID_STEPS = tuple(range(2, 13))
+GRID_FREQS = (1, 2, 8, 9, 10, 16)  # low AC frequencies (row-major u*8+v): the most energy
+GRID_STRONG = 0.5
+"""Mean lattice strength above which a grid is taken as found (1 = perfectly quantised)."""
+GRID_MIN = 0.2
+"""Below this at every offset the photo shows no JPEG lattice: the grid stays at (0, 0)."""
+GRID_MARGIN = 0.1
+"""How far one offset's lattice must stand above another's to be preferred."""
+GRID_PROBES = ((4, 4), (2, 6), (6, 3))
+"""Misaligned offsets compared with (0, 0) before any search."""
+
+
+def lattice_strength(luma: np.ndarray) -> float:
+    """How clearly the 8x8 block DCT of `luma` (grid at (0, 0)) sits on a quantisation
+    lattice: the mean over a few low frequencies of the best step's mean cos(2 pi c / q)."""
+    h, w = luma.shape[0] // 8 * 8, luma.shape[1] // 8 * 8
+    if h == 0 or w == 0:
+        return 0.0
+    blocks = luma[:h, :w].reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3).reshape(-1, 64)
+    basis = dct_basis().reshape(64, 64).numpy().astype(np.float64)[list(GRID_FREQS)]
+    coef = blocks.astype(np.float64) @ basis.T  # (blocks, freqs)
+    steps = np.asarray(GRID_STEPS, dtype=np.float64)
+    score = np.cos(2 * np.pi * coef[:, :, None] / steps).mean(axis=0)  # (freqs, steps)
+    return float(score.max(axis=1).mean())
+
+
+def detect_jpeg_grid(pixels: np.ndarray, side: int = 256) -> tuple[int, int]:
+    """(dy, dx): where the 8x8 JPEG block grid starts in an image (0..7 each).
+
+    A camera original starts its grid at (0, 0); a photo cropped by an editor may not, and
+    then its views would miss the quantisation lattice. The lattice strength of a central
+    `side` x `side` crop is measured at (0, 0) and at three misaligned probes first (enough
+    for camera originals, whose lattice stands out at (0, 0)); only when it does not are all
+    64 offsets tried, and the grid moves only to an offset whose lattice is clearly present.
+    """
+    h, w = pixels.shape[:2]
+    y0, x0 = max(0, (h - side - 8) // 2) // 8 * 8, max(0, (w - side - 8) // 2) // 8 * 8
+    px = pixels[y0 : y0 + side + 8, x0 : x0 + side + 8].astype(np.float64)
+    luma = px @ np.asarray(LUMA) if px.ndim == 3 else px
+    n = min(side, luma.shape[0] - 7, luma.shape[1] - 7) // 8 * 8
+    if n < 16:
+        return 0, 0
+    base = lattice_strength(luma[:n, :n])
+    probes = [lattice_strength(luma[dy : dy + n, dx : dx + n]) for dy, dx in GRID_PROBES]
+    if base >= GRID_STRONG or base > max(probes) + GRID_MARGIN:
+        return 0, 0  # the stored grid holds the lattice (camera originals)
+    best, where = base, (0, 0)
+    for dy in range(8):
+        for dx in range(8):
+            if dy or dx:
+                s = lattice_strength(luma[dy : dy + n, dx : dx + n])
+                if s > best:
+                    best, where = s, (dy, dx)
+    return where if best >= GRID_MIN and best > base + GRID_MARGIN else (0, 0)
