@@ -453,11 +453,11 @@ class TraceNet(nn.Module):
 
     def evidence(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of every head, (N, 3, num_classes): combined, pixels, compression."""
-        p = self.pixels.embed(x)
-        q = self.lattice_head(self.lattice(x))
+        e = self.embed(x)
+        p, q = e[:, : self.pixel_classifier.in_features], e[:, self.pixel_classifier.in_features :]
         return torch.stack(
             [
-                self.classifier(torch.cat([p, q], dim=1)),
+                self.classifier(e),
                 self.pixel_classifier(p),
                 self.lattice_classifier(q),
             ],

@@ -15,6 +15,7 @@ EXIF orientation is never applied, so stored pixels keep the encoder's grid).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -99,6 +100,12 @@ GRID_PROBES = ((4, 4), (2, 6), (6, 3))
 """Misaligned offsets compared with (0, 0) before any search."""
 
 
+@functools.cache
+def _grid_basis() -> np.ndarray:
+    """(len(GRID_FREQS), 64) float64 DCT basis rows used by `lattice_strength`."""
+    return dct_basis().reshape(64, 64).double().numpy()[list(GRID_FREQS)]
+
+
 def lattice_strength(luma: np.ndarray) -> float:
     """How clearly the 8x8 block DCT of `luma` (grid at (0, 0)) sits on a quantisation
     lattice: the mean over a few low frequencies of the best step's mean cos(2 pi c / q)."""
@@ -106,8 +113,7 @@ def lattice_strength(luma: np.ndarray) -> float:
     if h == 0 or w == 0:
         return 0.0
     blocks = luma[:h, :w].reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3).reshape(-1, 64)
-    basis = dct_basis().reshape(64, 64).numpy().astype(np.float64)[list(GRID_FREQS)]
-    coef = blocks.astype(np.float64) @ basis.T  # (blocks, freqs)
+    coef = blocks.astype(np.float64) @ _grid_basis().T  # (blocks, freqs)
     steps = np.asarray(GRID_STEPS, dtype=np.float64)
     score = np.cos(2 * np.pi * coef[:, :, None] / steps).mean(axis=0)  # (freqs, steps)
     return float(score.max(axis=1).mean())
