@@ -97,3 +97,48 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "camid", "--version"], capture_output=True, text=True, timeout=120
     )
     assert res.returncode == 0 and res.stdout.startswith("camid ")
+
+
+_TORCH_PROBE = """
+import sys
+from camid.cli import main
+rc = main(sys.argv[1:])
+print("TORCH_LOADED" if "torch" in sys.modules else "TORCH_ABSENT", file=sys.stderr)
+sys.exit(rc)
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--version"], ["--help"], ["exif", "{img}", "--json"], ["dataset", "summary", "{dir}"],
+     ["exif", "--help"], ["identify", "--help"], ["train", "--help"]],
+)
+def test_commands_without_a_network_do_not_import_torch(tmp_path, args):
+    """`import torch` alone costs seconds; commands that run no network must not pay it."""
+    from tests.conftest import write_jpeg
+
+    (tmp_path / "cam" / "lbl").mkdir(parents=True)
+    img = write_jpeg(tmp_path / "cam" / "lbl" / "a.jpg")
+    argv = [a.format(img=img, dir=tmp_path / "cam") for a in args]
+    proc = subprocess.run(
+        [sys.executable, "-c", _TORCH_PROBE, *argv], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "TORCH_ABSENT" in proc.stderr
+
+
+def test_ctrl_c_during_start_up_exits_130_without_traceback(monkeypatch, capsys):
+    """An interrupt while the command modules are still importing is handled like later."""
+    import importlib.abc
+
+    class Interrupting(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "camid.cli.app":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "camid.cli.app", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    assert main(["--version"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "Interrupted."

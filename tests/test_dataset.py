@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +49,31 @@ def test_folder_level_cameras(tmp_path):
             write_jpeg(root / label / cam / "x.jpg", exif=None)
     ds = load_dataset(root, camera_level=1)
     assert ds.cameras == ["cam1", "cam2"] and not ds.missing_camera
+
+
+def test_manifest_from_relative_paths_reads_back_the_same_files(tmp_path, monkeypatch):
+    """Regression: relative paths were stored as-is and then read relative to the CSV's
+    folder, doubling it (`camid-demo/camid-demo/...`), which broke the README's demo."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "work" / "images").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    inside = write_jpeg(tmp_path / "work" / "images" / "a.jpg")
+    outside = write_jpeg(tmp_path / "elsewhere" / "b.jpg")
+    rows = [
+        {"path": Path("work/images/a.jpg"), "label": "x"},
+        {"path": "elsewhere/b.jpg", "label": "y"},
+    ]
+    m = write_manifest(rows, Path("work") / "m.csv")
+    assert m.read_text().splitlines()[1].startswith("images/a.jpg,")
+    for cwd in (tmp_path, tmp_path / "elsewhere", tmp_path / "work"):
+        monkeypatch.chdir(cwd)
+        samples = read_manifest(tmp_path / "work" / "m.csv")
+        assert [s.path.resolve() for s in samples] == [inside, outside]
+        assert all(s.path.is_file() for s in samples)
+    # a manifest read with a relative path and written again elsewhere still reads back
+    monkeypatch.chdir(tmp_path)
+    again = write_manifest(read_manifest("work/m.csv"), Path("work") / "sub" / "m2.csv")
+    assert [s.path.resolve() for s in read_manifest(again)] == [inside, outside]
 
 
 def test_manifest_round_trip(tmp_path):

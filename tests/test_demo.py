@@ -7,9 +7,11 @@ import json
 from camid.cli import main
 
 
-def test_demo_runs_every_step_and_summarises(tmp_path, capsys):
-    work = tmp_path / "demo"
-    rc = main(["demo", str(work), "--per-device", "6", "--size", "128x96",
+def test_demo_runs_every_step_and_summarises(tmp_path, capsys, monkeypatch):
+    """As the README runs it: from the working directory, default (relative) output folder."""
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "camid-demo"
+    rc = main(["demo", "--per-device", "6", "--size", "128x96",
                "--train-seconds", "4", "--json"])  # fmt: skip
     out, err = capsys.readouterr()
     assert rc == 0, err[-2000:]

@@ -1,4 +1,9 @@
-"""The camid command line: `main()` maps every outcome to a documented exit code."""
+"""The camid command line: `main()` maps every outcome to a documented exit code.
+
+Only the standard library is imported at module level: the command modules (and typer) are
+imported inside `main()`, under the same Ctrl-C handling as the command itself, so an
+interrupt during start-up prints `Interrupted.` and exits 130 like one later on.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +13,42 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-import typer
-
-from camid.errors import EXIT_INTERNAL, EXIT_USAGE, CamidError
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the camid CLI and return its exit code (never raises, never shows a traceback)."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        _say("Interrupted.")
+        return EXIT_INTERRUPTED
+
+
+def _say(msg: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    import typer
+
     from camid.cli.app import app
+    from camid.errors import EXIT_INTERNAL, EXIT_USAGE, CamidError
 
     command = typer.main.get_command(app)
     args = list(argv) if argv is not None else sys.argv[1:]
     try:
         rv = command.main(args=args, prog_name="camid", standalone_mode=False)
     except typer.Abort:
-        typer.echo("Aborted.", err=True)
-        return 130
+        _say("Aborted.")
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        typer.echo("Interrupted.", err=True)
-        return 130
+        _say("Interrupted.")
+        return EXIT_INTERRUPTED
     except CamidError as exc:
-        typer.echo(f"Error: {exc}", err=True)
+        _say(f"Error: {exc}")
         return exc.exit_code
     except BrokenPipeError:
         # the reader of stdout went away (e.g. `| head`): not an error of ours
@@ -44,10 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("CAMID_DEBUG"):
             traceback.print_exc()
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        typer.echo(
+        _say(
             f"Error: internal error: {type(exc).__name__}: {msg} "
-            "(set CAMID_DEBUG=1 for the traceback)",
-            err=True,
+            "(set CAMID_DEBUG=1 for the traceback)"
         )
         return EXIT_INTERNAL
     return rv if isinstance(rv, int) else 0

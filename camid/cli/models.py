@@ -9,8 +9,6 @@ import typer
 
 from camid.cli.common import FormatOpt, JsonOpt, QuietOpt, output_from
 from camid.errors import NotFoundError
-from camid.models import store
-from camid.models.registry import get_arch, list_models
 from camid.report.output import Format
 
 app = typer.Typer(no_args_is_help=True)
@@ -24,6 +22,9 @@ def list_cmd(
     quiet: QuietOpt = 0,
 ) -> None:
     """Trained models in the registry (or, with --archs, the architectures)."""
+    from camid.models import store
+    from camid.models.registry import get_arch, list_models
+
     out = output_from(fmt, json_, quiet)
     if archs:
         out.emit([get_arch(n).to_record() for n in list_models()], title="architectures")
@@ -51,6 +52,9 @@ def show(
     quiet: QuietOpt = 0,
 ) -> None:
     """The card of a trained model (verified), or the facts of an architecture."""
+    from camid.models import store
+    from camid.models.registry import get_arch, list_models
+
     out = output_from(fmt, json_, quiet)
     try:
         card, path = store.read_card(name)
@@ -71,6 +75,8 @@ def import_cmd(
     quiet: QuietOpt = 0,
 ) -> None:
     """Verify a model file (format, card, weights hash) and add it to the registry."""
+    from camid.models import store
+
     out = output_from(Format.table, False, quiet)
     new_name, dest = store.import_model(file, name=name, overwrite=overwrite)
     out.info(f"imported {file} as {new_name!r} ({dest})")
@@ -83,6 +89,8 @@ def export(
     quiet: QuietOpt = 0,
 ) -> None:
     """Copy a verified model to a standalone .safetensors file (to share or archive)."""
+    from camid.models import store
+
     out = output_from(Format.table, False, quiet)
     path = store.export_model(name, dest)
     out.info(f"exported {name!r} to {path}")
@@ -94,6 +102,8 @@ def remove(
     quiet: QuietOpt = 0,
 ) -> None:
     """Delete a trained model from the registry."""
+    from camid.models import store
+
     out = output_from(Format.table, False, quiet)
     path = store.remove_model(name)
     out.info(f"removed {name!r} ({path})")

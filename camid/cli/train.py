@@ -9,7 +9,6 @@ import typer
 
 from camid.cli.common import DeviceOpt, FormatOpt, JsonOpt, QuietOpt, SeedOpt, output_from
 from camid.data.patches import REGIONS
-from camid.engine.dist import env_dist
 from camid.report.output import Format, Output
 
 
@@ -168,6 +167,7 @@ def register(app: typer.Typer) -> None:
 
         Works the same under `torchrun --nproc_per_node N -m camid train ...` (DDP)."""
         from camid.data.dataset import load_dataset
+        from camid.engine.dist import env_dist
         from camid.engine.train import TrainConfig
         from camid.engine.train import train as run_train
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,13 @@ def read_manifest(path: str | Path) -> list[Sample]:
 
 
 def write_manifest(rows: Iterable[dict | Sample], path: str | Path) -> Path:
-    """Write a manifest atomically; paths under the CSV's folder are stored relative."""
+    """Write a manifest atomically; paths under the CSV's folder are stored relative to it.
+
+    Every path in `rows` means what it means to Python: a relative one is relative to the
+    working directory (as `read_manifest` returns them), never to the CSV. Paths outside the
+    CSV's folder are stored absolute, so the manifest reads back to the same files from any
+    working directory.
+    """
     p = Path(path)
     base = p.parent.resolve()
     records = [r.to_record() if isinstance(r, Sample) else dict(r) for r in rows]
@@ -103,11 +110,14 @@ def write_manifest(rows: Iterable[dict | Sample], path: str | Path) -> Path:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(cols)
     for r in records:
-        img = Path(str(r["path"]))
+        img = Path(os.path.abspath(Path(str(r["path"]))))
         try:
-            rel = img.resolve().relative_to(base) if img.is_absolute() else img
+            rel = img.relative_to(base)
         except ValueError:
-            rel = img
+            try:
+                rel = img.resolve().relative_to(base)
+            except ValueError:
+                rel = img
         values = [rel.as_posix()] + ["" if r.get(c) is None else str(r.get(c)) for c in cols[1:]]
         writer.writerow(values)
     return write_text_atomic(p, buf.getvalue())

@@ -188,7 +188,7 @@ def make_bottles_dataset(
         cam = spec.cameras[job.camera]
         rows.append(
             {
-                "path": job.rel_path,
+                "path": out / job.rel_path,
                 "label": LABELS[job.printer],
                 "camera": cam.name,
                 "device": cam.device_name(job.device),
@@ -208,7 +208,7 @@ def make_bottles_dataset(
             raise UsageError("too few images per camera and label for a test split")
         for i in pick_rng.choice(len(members), n_test, replace=False):
             rows[members[int(i)]]["split"] = "test"
-    rows.sort(key=lambda r: r["path"])
+    rows.sort(key=lambda r: str(r["path"]))
 
     def keep(r: dict, setting: str) -> bool:
         if r["split"] == "test" or setting == "balanced":
@@ -315,7 +315,7 @@ def make_camera_dataset(
         write_bytes_atomic(out / job.rel_path, data)
         cam = spec.cameras[job.camera]
         row = {
-            "path": job.rel_path,
+            "path": out / job.rel_path,
             "label": cam.name,
             "camera": cam.name,
             "device": cam.device_name(job.device),
