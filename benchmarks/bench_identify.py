@@ -26,7 +26,6 @@ import torch
 from camid.data.augment import parse_manipulations
 from camid.data.dataset import load_dataset
 from camid.engine.data import extract_views
-from camid.engine.evaluate import DEFAULT_MANIPULATIONS, evaluate
 from camid.engine.predict import (
     OpenSetRule,
     Predictor,
@@ -36,6 +35,7 @@ from camid.engine.predict import (
 )
 from camid.engine.train import TrainConfig, train
 from camid.identify import Identifier
+from camid.identify.evaluate import DEFAULT_MANIPULATIONS, evaluate
 from camid.io.image import load_image
 from camid.models.store import load_model
 

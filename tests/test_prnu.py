@@ -26,8 +26,8 @@ from camid.prnu.match import (
     pce_from_surface,
 )
 from camid.prnu.residual import ResidualParams, extract_residual, residual_and_grey
-from camid.prnu.stats import auc, eer, roc_curve, summarize, top1_accuracy, tpr_at_fpr
 from camid.prnu.store import load_fingerprint, save_fingerprint
+from camid.stats.verification import auc, eer, roc_curve, summarize, top1_accuracy, tpr_at_fpr
 
 try:
     from tests.test_prnu_oracle import (

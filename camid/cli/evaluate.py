@@ -19,8 +19,8 @@ from camid.cli.identify import (
     WorkersOpt,
     load_identifier,
 )
-from camid.engine.evaluate import DEFAULT_MANIPULATIONS
 from camid.errors import EXIT_INPUT
+from camid.identify.evaluate import DEFAULT_MANIPULATIONS
 from camid.report.output import Format
 
 
@@ -74,8 +74,8 @@ def register(app: typer.Typer) -> None:
         not know. JSON output is one object (see docs/identify.md)."""
         from camid.data.augment import parse_manipulations
         from camid.data.dataset import load_dataset
-        from camid.engine.evaluate import evaluate as run_eval
-        from camid.engine.evaluate import test_items
+        from camid.identify.evaluate import evaluate as run_eval
+        from camid.identify.evaluate import test_items
 
         out = output_from(fmt, json_, quiet)
         conds = [None, *parse_manipulations(manipulations)]
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
         for err in report["errors"]:
             out.error(err)
         if plot is not None and report["conditions"]:
-            from camid.engine.plots import confusion_figure
+            from camid.report.plots import confusion_figure
 
             c0 = report["conditions"][0]["confusion"]
             confusion_figure(

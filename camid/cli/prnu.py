@@ -497,7 +497,7 @@ def matrix(
     """Fingerprints x photos PCE matrix; with --manifest also AUC, EER, TPR@FPR and top-1."""
     import numpy as np
 
-    from camid.prnu.stats import summarize
+    from camid.stats.verification import summarize
 
     out = output_from(fmt, json_, quiet)
     rotations = _rotations(rotations)

@@ -615,7 +615,7 @@ def _train(
     if info.is_main:
         model_path = save_model(model.cpu(), card, home=home, overwrite=cfg.overwrite or resume)
         curve_path = models_dir(home) / f"{cfg.name}.curve.png"
-        from camid.engine.plots import training_curve
+        from camid.report.plots import training_curve
 
         training_curve(history, curve_path, title=f"{cfg.name} ({cfg.arch})")
     dist.barrier(info)

@@ -27,8 +27,8 @@ from camid.prnu.residual import (
     extract_residuals,
     residual_and_grey,
 )
-from camid.prnu.stats import MatrixSummary, auc, eer, roc_curve, summarize, tpr_at_fpr
 from camid.prnu.store import load_fingerprint, save_fingerprint
+from camid.stats.verification import MatrixSummary, auc, eer, roc_curve, summarize, tpr_at_fpr
 
 __all__ = [
     "DEFAULT_THRESHOLD",
