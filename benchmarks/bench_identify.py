@@ -235,7 +235,7 @@ def main() -> int:
     # accuracy on manipulated copies of the test photos (camid evaluate's default set)
     rep = evaluate(ident, test, conditions=parse_manipulations(DEFAULT_MANIPULATIONS))
     fig["manipulated_accuracy"] = {
-        c["condition"]: round(c["accuracy"], 3) for c in rep["conditions"]
+        c.condition: round(c.accuracy, 3) for c in rep.conditions
     }
 
     # throughput: identify end to end vs the bare forward pass on the same views and batch

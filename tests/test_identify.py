@@ -229,3 +229,127 @@ def test_fingerprint_option_reports_best_pce(trained, tmp_path: Path, capsys) ->
     by = {Path(r["path"]).name: r["prnu"] for r in recs}
     assert by["same.jpg"]["best_fingerprint"] == "acme-unit-1"
     assert by["same.jpg"]["pce"] > by["other.jpg"]["pce"]
+
+
+# --- one evidence shape, PRNU + CNN fusion --------------------------------------------------
+
+
+def _sensor_shots(cam: str, sensor_seed: int, seeds: range) -> list[np.ndarray]:
+    """Photos of camera model `cam` through one device's multiplicative sensor pattern."""
+    rng = np.random.default_rng(sensor_seed)
+    prnu = 1 + 0.05 * rng.standard_normal((96, 128, 1))
+    return [
+        np.clip(np.round(fake_photo(cam, s).astype(np.float64) * prnu), 0, 255).astype(np.uint8)
+        for s in seeds
+    ]
+
+
+@pytest.fixture(scope="module")
+def fused_setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Fingerprints of an 'Acme Alpha' unit and a 'Bolt B2' unit (camera models recorded),
+    and photos: Acme photos from the Acme unit, and an Acme-looking photo from the Bolt unit."""
+    from camid.prnu.fingerprint import build_fingerprint
+    from camid.prnu.store import save_fingerprint
+
+    d = tmp_path_factory.mktemp("fusion")
+    acme = _sensor_shots("Acme Alpha", 11, range(500, 508))
+    bolt = _sensor_shots("Bolt B2", 12, range(600, 608))
+    fp_a = save_fingerprint(
+        build_fingerprint(acme[:6], "acme-unit", camera="Acme Alpha"), d / "a.fp.safetensors"
+    )
+    fp_b = save_fingerprint(
+        build_fingerprint(bolt[:6], "bolt-unit", camera="Bolt B2"), d / "b.fp.safetensors"
+    )
+    # an Acme-processed picture taken through the Bolt unit's sensor: the CNN sees Acme
+    # processing, the sensor pattern is Bolt's
+    rng = np.random.default_rng(12)
+    bolt_prnu = 1 + 0.05 * rng.standard_normal((96, 128, 1))
+    acme_look = np.clip(
+        np.round(fake_photo("Acme Alpha", 777).astype(np.float64) * bolt_prnu), 0, 255
+    ).astype(np.uint8)
+    return {
+        "fps": [fp_a, fp_b],
+        "same": save_jpeg(acme[7], d / "same.jpg", "Acme", "Alpha"),
+        "cross": save_jpeg(acme_look, d / "cross.jpg", "Acme", "Alpha"),
+    }
+
+
+def test_prnu_match_and_cnn_agree(fused_setup: dict) -> None:
+    from camid.identify import Identifier
+    from camid.identify.evidence import PrnuProvider
+    from camid.prnu.store import load_fingerprint
+
+    ident = Identifier.from_model("fk3", device="cpu")
+    prnu = PrnuProvider([load_fingerprint(f) for f in fused_setup["fps"]])
+    (res,) = list(ident.identify([fused_setup["same"]], [prnu]))
+    kinds = [e.kind for e in res.evidence]
+    assert kinds[0] == "cnn" and "prnu" in kinds and kinds[-1] == "exif"
+    ev = {e.kind: e for e in res.evidence}
+    assert ev["prnu"].decisive and ev["prnu"].camera == "Acme Alpha"
+    assert res.camera == "Acme Alpha" and res.contradiction is None
+    assert res.decided_by in ("cnn+prnu", "prnu")
+    assert res.prnu["best_fingerprint"] == "acme-unit" and res.prnu["pce"] > 60
+
+
+def test_prnu_match_outranks_a_contradicting_cnn(fused_setup: dict, capsys) -> None:
+    """Acme processing through the Bolt unit's sensor: the network names another camera,
+    PRNU decides, the contradiction is reported, and --fail-on-mismatch makes it exit 1."""
+    args = [str(fused_setup["cross"]), *[a for f in fused_setup["fps"] for a in ("-F", str(f))]]
+    rc, recs, err = _identify(capsys, *args, "--unknown-threshold", "0")
+    assert rc == 0, err
+    (rec,) = recs
+    assert rec["prnu"]["best_fingerprint"] == "bolt-unit" and rec["prnu"]["decision"] == "match"
+    cnn_says = rec["top"][0]["camera"]  # what the network alone says
+    assert cnn_says != "Bolt B2"
+    assert rec["camera"] == "Bolt B2" and rec["decided_by"] == "prnu"
+    assert f"CNN says {cnn_says!r}" in rec["contradiction"]
+    assert "outranks the CNN" in rec["reason"]
+    rc, _, err = _identify(capsys, *args, "--unknown-threshold", "0", "--fail-on-mismatch")
+    assert rc == 1 and "PRNU matches a device of a 'Bolt B2'" in err
+
+
+def test_prnu_match_identifies_what_the_cnn_calls_unknown(fused_setup: dict, capsys) -> None:
+    args = [str(fused_setup["same"]), *[a for f in fused_setup["fps"] for a in ("-F", str(f))]]
+    # an impossible threshold: the network alone calls everything unknown
+    rc, recs, err = _identify(capsys, *args, "--unknown-threshold", "1")
+    assert rc == 0, err
+    (rec,) = recs
+    cnn = rec["evidence"][0]
+    assert cnn["kind"] == "cnn" and cnn["camera"] is None and not cnn["decisive"]
+    assert rec["camera"] == "Acme Alpha" and rec["decision"] == "known"
+    assert rec["decided_by"] == "prnu" and "CNN alone was inconclusive" in rec["reason"]
+    # without fingerprints the same photo stays unknown
+    rc, recs, _ = _identify(capsys, str(fused_setup["same"]), "--unknown-threshold", "1")
+    assert recs[0]["camera"] == "unknown" and recs[0]["decided_by"] == "none"
+
+
+def test_fuse_rules_without_a_model() -> None:
+    from camid.identify.evidence import Evidence, fuse
+
+    cnn = Evidence("cnn", "cnn", "A", 0.9, "probability", True, "p 0.90")
+    unsure = Evidence("cnn", "cnn", None, 0.3, "probability", False, "weak")
+    match_b = Evidence("prnu", "prnu", "B", 900.0, "pce", True, "PRNU matches B")
+    device_only = Evidence("prnu", "prnu", None, 900.0, "pce", True, "PRNU matches unit-7")
+    no_match = Evidence("prnu", "prnu", None, 3.0, "pce", False, "no PRNU match")
+    assert fuse(cnn, [no_match]).camera == "A"
+    assert fuse(cnn, [match_b]).camera == "B" and fuse(cnn, [match_b]).contradiction
+    assert fuse(unsure, [match_b]).decided_by == "prnu"
+    assert fuse(unsure, [no_match]).camera is None
+    f = fuse(cnn, [device_only])  # a device match without a model decides nothing
+    assert f.camera == "A" and "unit-7" in f.reason and f.contradiction is None
+
+
+def test_library_door_gives_the_cli_records(trained: tuple[Path, Path], capsys) -> None:
+    """docs/identify.md's library example: Identifier.from_model == `camid identify`."""
+    from camid.identify import Identifier
+
+    photos = sorted(trained[1].rglob("*.jpg"))[:6]
+    ident = Identifier.from_model("fk3", device="cpu")
+    lib = [r.to_record() for r in ident.identify(photos)]
+    rc, cli, err = _identify(capsys, *map(str, photos))
+    assert rc == 0, err
+    keys = ("path", "camera", "decision", "probability", "reason", "exif_check", "evidence")
+    assert [{k: r[k] for k in keys} for r in lib] == [{k: r[k] for k in keys} for r in cli]
+    assert ident.rule.threshold == pytest.approx(
+        float(ident.card.calibration["unknown_threshold"])
+    )

@@ -347,8 +347,10 @@ def test_default_arch_learns_the_synthetic_cameras(tmp_path: Path) -> None:
     assert set(OpenSetRule.from_card(card).support) == {"pixels", "compression"}
     assert OpenSetRule.from_card(card, trace_check=False).support == {}
     ev = recs[0].to_record()["evidence"]
-    assert set(ev) == {"pixels", "compression"}
-    assert all(0 <= e["support"] <= e["probability"] <= 1 for e in ev.values())
+    assert [e["kind"] for e in ev] == ["cnn", "head", "head", "exif"]
+    heads = {e["name"]: e for e in ev if e["kind"] == "head"}
+    assert set(heads) == {"pixels", "compression"}
+    assert all(0 <= e["support"] <= e["strength"] <= 1 for e in heads.values())
 
 
 # --- holding large photos: tiles and cached validation views -----------------------------

@@ -17,7 +17,6 @@ from camid.cli.identify import (
     UnknownOpt,
     ViewsOpt,
     WorkersOpt,
-    load_identifier,
 )
 from camid.errors import EXIT_INPUT
 from camid.identify.evaluate import DEFAULT_MANIPULATIONS
@@ -74,14 +73,15 @@ def register(app: typer.Typer) -> None:
         not know. JSON output is one object (see docs/identify.md)."""
         from camid.data.augment import parse_manipulations
         from camid.data.dataset import load_dataset
+        from camid.identify import Identifier
         from camid.identify.evaluate import evaluate as run_eval
         from camid.identify.evaluate import test_items
 
         out = output_from(fmt, json_, quiet)
         conds = [None, *parse_manipulations(manipulations)]
-        ident = load_identifier(
+        ident = Identifier.from_model(
             model,
-            device,
+            device=device,
             unknown_threshold=unknown_threshold,
             min_agreement=min_agreement,
             trace_check=trace_check,
@@ -107,66 +107,26 @@ def register(app: typer.Typer) -> None:
 
         with bar:
             report = run_eval(ident, samples, conditions=conds, progress=progress)
-        report["dataset"] = str(dataset)
-        report["test_selection"] = note
-        report["unknown_threshold"] = ident.rule.threshold
-        report["min_agreement"] = ident.rule.min_agreement
-        for err in report["errors"]:
+        report.dataset, report.test_selection = str(dataset), note
+        for err in report.errors:
             out.error(err)
-        if plot is not None and report["conditions"]:
+        if plot is not None and report.conditions:
             from camid.report.plots import confusion_figure
 
-            c0 = report["conditions"][0]["confusion"]
-            confusion_figure(
-                c0["matrix"],
-                c0["true"],
-                c0["predicted"],
-                plot,
-                title=f"{ident.card.name}: unaltered test images",
-            )
-            report["plot"] = str(plot)
+            c0 = report.conditions[0].confusion
+            title = f"{ident.card.name}: unaltered test images"
+            confusion_figure(c0["matrix"], c0["true"], c0["predicted"], plot, title=title)
+            report.plot = str(plot)
             out.info(f"confusion matrix written to {plot}")
         if out.fmt in ("json", "ndjson"):
-            out.emit_object(report)
+            out.emit_object(report.to_dict())
         else:
-            rows = []
-            for c in report["conditions"]:
-                rows.append(
-                    {
-                        "condition": c["condition"],
-                        "camera": "(all)",
-                        "n": c["n"],
-                        "accuracy": c["accuracy"],
-                        "unknown_rate": c["unknown_rate"],
-                        "open_set_n": c["open_set"]["n"],
-                        "open_set_unknown_rate": c["open_set"]["unknown_rate"],
-                    }
-                )
-                if out.fmt == "csv":
-                    for cam, pc in c["per_class"].items():
-                        rows.append(
-                            {
-                                "condition": c["condition"],
-                                "camera": cam,
-                                "n": pc["n"],
-                                "accuracy": pc["accuracy"],
-                                "unknown_rate": pc["unknown_rate"],
-                            }
-                        )
-            out.emit(rows, title=f"{ident.card.name} on {dataset}")
-            if out.fmt == "table" and report["conditions"]:
-                c0 = report["conditions"][0]
-                per = [{"camera": cam, **pc} for cam, pc in c0["per_class"].items()]
-                out.emit(per, title="per camera (unaltered)")
-                conf = [
-                    {
-                        "true \\ predicted": t,
-                        **dict(zip(c0["confusion"]["predicted"], row, strict=True)),
-                    }
-                    for t, row in zip(
-                        c0["confusion"]["true"], c0["confusion"]["matrix"], strict=True
-                    )
-                ]
-                out.emit(conf, title="confusion matrix (unaltered)")
-        if report["errors"]:
+            out.emit(
+                report.summary_rows(per_class=out.fmt == "csv"),
+                title=f"{ident.card.name} on {dataset}",
+            )
+            if out.fmt == "table":
+                out.emit(report.per_class_rows(), title="per camera (unaltered)")
+                out.emit(report.confusion_rows(), title="confusion matrix (unaltered)")
+        if report.errors:
             raise typer.Exit(EXIT_INPUT)

@@ -20,7 +20,7 @@ from camid.cli.common import (
     gather_inputs,
     output_from,
 )
-from camid.errors import EXIT_FINDING, InputError, UsageError
+from camid.errors import EXIT_FINDING, InputError
 from camid.report.output import Format
 
 TABLE_COLUMNS = [
@@ -31,77 +31,6 @@ TABLE_COLUMNS = [
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="Registry name or .safetensors file of a model.")
 ]
-
-
-def load_identifier(
-    model_ref: str,
-    device: str,
-    *,
-    unknown_threshold: float | None,
-    min_agreement: float | None,
-    max_views: int | None,
-    d4: bool | None,
-    region: str | None,
-    batch_size: int,
-    workers: int,
-    top_k: int = 3,
-    trace_check: bool = True,
-):
-    """Build an Identifier from CLI-style options (shared by identify and evaluate)."""
-    from camid.device import resolve_device
-    from camid.engine.predict import OpenSetRule, default_view_spec
-    from camid.identify import Identifier
-    from camid.models.store import load_model
-
-    dev = resolve_device(device)
-    model, card = load_model(model_ref, dev)
-    rule = OpenSetRule.from_card(card, unknown_threshold, min_agreement, trace_check)
-    threshold, agreement = rule.threshold, rule.min_agreement
-    if not 0 <= threshold <= 1 or not 0 <= agreement <= 1:
-        raise UsageError("--unknown-threshold and --min-agreement must be between 0 and 1")
-    if batch_size < 1 or workers < 0 or top_k < 1:
-        raise UsageError("--batch-size and --top-k must be positive, --workers >= 0")
-    views = default_view_spec(card, max_views=max_views, d4=d4, region=region)
-    return Identifier(
-        model,
-        card,
-        dev,
-        views=views,
-        rule=rule,
-        top_k=top_k,
-        batch_size=batch_size,
-        workers=workers,
-    )
-
-
-def prnu_scorer(files: list[Path], device, out):
-    """A callback giving the best PCE of a photo against PRNU fingerprint files."""
-    from camid.prnu.match import FingerprintBank
-    from camid.prnu.residual import residual_and_grey
-    from camid.prnu.store import load_fingerprint
-
-    fps = [load_fingerprint(f) for f in files]
-    params = fps[0].params
-    if any(fp.params != params for fp in fps[1:]):
-        out.warn("fingerprints were made with different residual settings; using the first's")
-    bank = FingerprintBank(fps, device)
-
-    def score(meta, _agg) -> dict | None:
-        if meta.pixels is None:
-            return None
-        residual, grey = residual_and_grey(meta.pixels, params, device)
-        results = bank.score(residual, grey)
-        best = max(results, key=lambda r: r.pce)
-        return {
-            "best_fingerprint": best.fingerprint,
-            "pce": round(best.pce, 3),
-            "decision": "match" if best.decision else "no match",
-            "p_value": best.p_value,
-            "rotation": best.rotation,
-            "n_fingerprints": len(results),
-        }
-
-    return score
 
 
 UnknownOpt = Annotated[
@@ -172,15 +101,17 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--fingerprint",
                 "-F",
-                help="PRNU fingerprint file(s) (`camid prnu`); the best PCE is reported "
-                "alongside (repeatable; slow: one noise residual per photo).",
+                help="PRNU fingerprint file(s) (`camid prnu`): the best match is reported, and "
+                "a match (PCE > 60) with a recorded camera model decides the camera "
+                "(repeatable; slow: one noise residual per photo).",
             ),
         ] = None,
         fail_on_mismatch: Annotated[
             bool,
             typer.Option(
                 "--fail-on-mismatch",
-                help="Exit 1 when any photo's EXIF camera contradicts the image content.",
+                help="Exit 1 when any photo's EXIF camera contradicts the image content, or "
+                "the CNN contradicts a PRNU match.",
             ),
         ] = False,
         max_views: ViewsOpt = None,
@@ -200,34 +131,43 @@ def register(app: typer.Typer) -> None:
         unknown-camera / inconclusive).
 
         Exit codes: 0 ok, 1 an EXIF mismatch with --fail-on-mismatch, 3 unreadable inputs."""
+        from camid.identify import Identifier
+        from camid.identify.evidence import PrnuProvider
+
         out = output_from(fmt, json_, quiet)
         paths, failed = gather_inputs(out, inputs, recursive, ext)
         total = len(paths) + len(failed)
-        ident = load_identifier(
+        ident = Identifier.from_model(
             model,
-            device,
+            device=device,
             unknown_threshold=unknown_threshold,
             min_agreement=min_agreement,
             trace_check=trace_check,
             max_views=max_views,
             d4=d4,
-            region=None,
             batch_size=batch_size,
             workers=workers,
             top_k=top_k,
+            find_grid=find_grid,
         )
-        ident.find_grid = find_grid
-        prnu_extra = None
+        providers = []
         if fingerprint:
-            ident.keep_pixels = True
-            prnu_extra = prnu_scorer(fingerprint, ident.predictor.device, out)
+            from camid.prnu.store import load_fingerprint
+
+            fps = [load_fingerprint(f) for f in fingerprint]
+            providers.append(PrnuProvider(fps, ident.predictor.device))
+            if not any(fp.camera for fp in fps):
+                out.warn(
+                    "no fingerprint records its camera model: a PRNU match names the device "
+                    "only (`camid prnu fingerprint --camera MODEL` records it)"
+                )
         out.info(
             f"model {ident.card.name} ({ident.card.arch}, {len(ident.card.classes)} cameras), "
             f"T={ident.temperature:.3g}, unknown below p={ident.rule.threshold:.2f}"
         )
         mismatches = 0
         for res in out.progress(
-            ident.identify(paths, prnu_extra), total=len(paths), description="Identifying"
+            ident.identify(paths, providers), total=len(paths), description="Identifying"
         ):
             if isinstance(res, InputError):
                 out.error(str(res))
@@ -238,11 +178,14 @@ def register(app: typer.Typer) -> None:
                 rec["top"] = ", ".join(f"{t['camera']} {t['probability']:.2f}" for t in res.top)
                 if res.prnu:
                     rec["prnu"] = f"{res.prnu['best_fingerprint']}: PCE {res.prnu['pce']:.1f}"
-                if res.evidence:
+                heads = [e for e in res.evidence if e.kind == "head"]
+                if heads:
                     rec["traces"] = "; ".join(
-                        f"{k}: {e['camera']} {e['probability']:.2f}"
-                        for k, e in res.evidence.items()
+                        f"{e.name}: {e.camera} {e.strength:.2f}" for e in heads
                     )
+            if res.contradiction:
+                mismatches += 1
+                out.warn(f"{res.path}: {res.contradiction}")
             if res.exif_check == "mismatch":
                 mismatches += 1
                 out.warn(f"{res.path}: {res.exif_note}")

@@ -86,7 +86,8 @@ MATCH_COLUMNS = [
     "crop_note", "sha256",
 ]  # fmt: skip
 FINGERPRINT_COLUMNS = [
-    "output", "device_name", "image_count", "width", "height", "failed", "fingerprint_sha256",
+    "output", "device_name", "camera", "image_count", "width", "height", "failed",
+    "fingerprint_sha256",
 ]  # fmt: skip
 MATRIX_COLUMNS = ["path", "device", "fingerprint", "same_device", "pce", "ncc", "decision"]
 
@@ -215,6 +216,14 @@ def fingerprint(
         str | None,
         typer.Option("--device-name", "-n", help="Name of the camera device (stored in the file)."),
     ] = None,
+    camera: Annotated[
+        str | None,
+        typer.Option(
+            "--camera",
+            help="Camera model of the device, stored in the file so that a PRNU match can name "
+            "the model in `camid identify -F` (default: the images' EXIF Make+Model).",
+        ),
+    ] = None,
     sigma: SigmaOpt = None,
     compat: CompatOpt = False,
     batch_size: Annotated[
@@ -246,6 +255,7 @@ def fingerprint(
     acc = FingerprintAccumulator(params, _device(device, threads))
     paths, failed = gather_inputs(out, inputs, recursive, ext)
     pending: list = []
+    used: list[Path] = []
 
     def flush() -> None:
         if pending:
@@ -270,6 +280,7 @@ def fingerprint(
             except ValueError as exc:
                 raise InputError(p, str(exc)) from exc
             pending.append(img)
+            used.append(p)
             if len(pending) >= batch_size:
                 try:
                     flush()
@@ -289,7 +300,11 @@ def fingerprint(
         raise typer.Exit(finish_batch(out, failed, failed_list, len(paths) + len(failed)) or 3)
     if acc.count < 10:
         out.warn(f"only {acc.count} image(s): fingerprints from 20+ flat images are far stronger")
-    fp = acc.finish(device_name)
+    if camera is None:
+        camera = _exif_camera_of(used)
+        if camera:
+            out.info(f"camera model from the images' EXIF: {camera}")
+    fp = acc.finish(device_name, (camera or "").strip() or None)
     save_fingerprint(fp, output)
     out.info(f"wrote {output} ({fp.image_count} images, {fp.shape[1]}x{fp.shape[0]})")
     out.emit(
@@ -297,6 +312,7 @@ def fingerprint(
             {
                 "output": str(output),
                 "device_name": fp.device_name,
+                "camera": fp.camera,
                 "image_count": fp.image_count,
                 "width": fp.shape[1],
                 "height": fp.shape[0],
@@ -310,6 +326,16 @@ def fingerprint(
         title="PRNU fingerprint",
     )
     raise typer.Exit(finish_batch(out, failed, failed_list, len(paths) + len(failed)))
+
+
+def _exif_camera_of(paths: list[Path]) -> str | None:
+    """The most common EXIF camera of a device's images (None when none has one)."""
+    from collections import Counter
+
+    from camid.io.exif import quick_camera
+
+    names = Counter(c for c in (quick_camera(p) for p in paths) if c)
+    return names.most_common(1)[0][0] if names else None
 
 
 # ----------------------------------------------------------------------------- match / matrix
@@ -328,61 +354,30 @@ def _load_fingerprints(files: list[Path]):
     return fps
 
 
-def _query_params(fps, sigma: float | None, compat: bool, out):
-    """Residual parameters per fingerprint: its own unless --sigma/--compat override them."""
-    from camid.prnu.residual import ResidualParams
+def _fingerprint_set(fps, sigma, compat, device, threads, rotations, search_shift, threshold, out):
+    """The library's FingerprintSet from CLI options (residual overrides noted on stderr)."""
+    from camid.prnu.match import FingerprintSet, query_params
 
-    chosen = []
-    for fp in fps:
-        if sigma is None and not compat:
-            chosen.append(fp.params)
-            continue
-        p = _params(sigma if sigma is not None else fp.params.sigma, compat or fp.params.compat)
-        if p != fp.params:
-            out.warn(
-                f"{fp.label}: fingerprint made with {fp.params.to_dict()}, queries use "
-                f"sigma={p.noise_sigma} compat={p.compat}"
-            )
-        chosen.append(p)
-    return [ResidualParams(sigma=p.noise_sigma, levels=p.levels, compat=p.compat) for p in chosen]
-
-
-class _Scorer:
-    """Photo -> one MatchResult per fingerprint, one residual per distinct parameter set."""
-
-    def __init__(self, fps, params, dev, rotations, search_shift, threshold):
-        from camid.prnu.match import FingerprintBank
-
-        self.groups = {}
-        for idx, p in enumerate(params):
-            self.groups.setdefault(p, []).append(idx)
-        self.banks = {
-            p: FingerprintBank(
-                [fps[i] for i in idxs],
-                dev,
-                rotations=rotations,
-                search_shift=search_shift,
-                threshold=threshold,
-            )
-            for p, idxs in self.groups.items()
-        }
-        self.n = len(fps)
-        self.dev = dev
-
-    def score(self, pixels):
-        from camid.prnu.residual import residual_and_grey
-
-        results = [None] * self.n
-        for p, idxs in self.groups.items():
-            w, g = residual_and_grey(pixels, p, self.dev)
-            for i, r in zip(idxs, self.banks[p].score(w, g), strict=True):
-                results[i] = r
-        return results
+    try:
+        params, notes = query_params(fps, sigma, compat)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    for note in notes:
+        out.warn(note)
+    return FingerprintSet(
+        fps,
+        _device(device, threads),
+        params=params,
+        rotations=rotations,
+        search_shift=search_shift,
+        threshold=threshold,
+    )
 
 
 def _fp_fields(fp) -> dict:
     return {
         "fingerprint": fp.label,
+        "fingerprint_camera": fp.camera,
         "fingerprint_file": str(fp.path) if fp.path else None,
         "fingerprint_sha256": fp.sha256,
     }
@@ -421,23 +416,15 @@ def match(
     out = output_from(fmt, json_, quiet)
     rotations = _rotations(rotations)
     fps = _load_fingerprints(list(fingerprints or []))
-    scorer = _Scorer(
-        fps,
-        _query_params(fps, sigma, compat, out),
-        _device(device, threads),
-        rotations,
-        search_shift,
-        threshold,
+    scorer = _fingerprint_set(
+        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out
     )
     paths, failed = gather_inputs(out, inputs, recursive, ext)
     unmatched = 0
     for p in out.progress(paths, description="Matching"):
         try:
             img = _load(p)
-            try:
-                results = scorer.score(img.pixels)
-            except ValueError as exc:
-                raise _too_small(p, exc) from exc
+            results = scorer.score(img.pixels, p)
         except InputError as exc:
             out.error(str(exc))
             failed.append(str(p))
@@ -517,23 +504,15 @@ def matrix(
             out.warn(f"{manifest}: no 'device' values: no ground truth for the statistics")
     if not items:
         raise UsageError("give photos or a --manifest")
-    scorer = _Scorer(
-        fps,
-        _query_params(fps, sigma, compat, out),
-        _device(device, threads),
-        rotations,
-        search_shift,
-        threshold,
+    scorer = _fingerprint_set(
+        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out
     )
     paths, failed = gather_inputs(out, items, recursive, ext)
     columns, photo_labels, records = [], [], []
     for p in out.progress(paths, description="Scoring"):
         try:
             img = _load(p)
-            try:
-                results = scorer.score(img.pixels)
-            except ValueError as exc:
-                raise _too_small(p, exc) from exc
+            results = scorer.score(img.pixels, p)
         except InputError as exc:
             out.error(str(exc))
             failed.append(str(p))

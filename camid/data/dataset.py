@@ -6,11 +6,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import exifread
-
 from camid.data.manifest import Sample, read_manifest
 from camid.errors import InputError, UsageError
-from camid.io.exif import camera_name, clean_text
+from camid.io.exif import quick_camera
 from camid.io.inputs import IMAGE_EXTENSIONS, expand_inputs
 
 
@@ -56,16 +54,6 @@ class Dataset:
         return table
 
 
-def camera_from_exif(path: Path) -> str | None:
-    """Camera name from the EXIF Make+Model of a file, None if absent or unreadable."""
-    try:
-        with open(path, "rb") as fh:
-            tags = exifread.process_file(fh, details=False, stop_tag="Model")
-    except Exception:
-        return None
-    return camera_name(clean_text(tags.get("Image Make")), clean_text(tags.get("Image Model")))
-
-
 def load_dataset(
     source: str | Path,
     *,
@@ -88,7 +76,7 @@ def load_dataset(
         no_cam = [s for s in samples if s.camera is None]
         if no_cam:
             for s in no_cam:
-                s.camera = camera_from_exif(s.path) if s.path.exists() else None
+                s.camera = quick_camera(s.path) if s.path.exists() else None
             notes.append(f"{len(no_cam)} rows had no camera column value: EXIF Make+Model used")
         return Dataset(root=src.parent, samples=samples, source="manifest", notes=notes)
     if not src.is_dir():
@@ -106,7 +94,7 @@ def load_dataset(
             if camera is None:
                 depth_short += 1
         else:
-            camera = camera_from_exif(p)
+            camera = quick_camera(p)
         samples.append(Sample(path=p, label=label, camera=camera))
     notes = [f"found {len(samples)} images under {src}"]
     notes.append(

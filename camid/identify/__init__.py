@@ -12,7 +12,6 @@ from __future__ import annotations
 from camid.identify.exif_check import (
     EXIF_STATUSES,
     camera_key,
-    exif_camera,
     exif_cross_check,
     match_class,
 )
@@ -24,7 +23,6 @@ __all__ = [
     "Identification",
     "Identifier",
     "camera_key",
-    "exif_camera",
     "exif_cross_check",
     "match_class",
 ]

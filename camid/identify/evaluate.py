@@ -4,15 +4,18 @@ copies of the test images, plus the open-set "unknown" rates."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from camid.data.augment import Manipulation
 from camid.data.manifest import Sample
 from camid.errors import InputError, UsageError
+
+if TYPE_CHECKING:  # the identifier needs torch; evaluation's types do not
+    from camid.identify.identifier import Identifier
 
 DEFAULT_MANIPULATIONS = "jpeg:90,jpeg:70,gamma:0.8,gamma:1.2,resize:0.5,resize:2.0"
 """The manipulated copies `camid evaluate` scores by default (besides the originals)."""
@@ -24,6 +27,83 @@ class EvalItem:
 
     path: Path
     truth: str | None
+
+
+@dataclass
+class ConditionReport:
+    """Scores of one condition (the originals, or one manipulation of them)."""
+
+    condition: str
+    n: int
+    accuracy: float | None
+    balanced_accuracy: float | None
+    unknown_rate: float | None
+    accuracy_decided: float | None
+    per_class: dict[str, dict[str, Any]]
+    confusion: dict[str, Any]
+    confusion_open_set: dict[str, Any]
+    open_set: dict[str, Any]
+
+
+@dataclass
+class EvaluationReport:
+    """What `evaluate` measured: one ConditionReport per condition, plus provenance."""
+
+    model: str
+    model_sha256: str
+    task: str
+    classes: list[str]
+    n_images: int
+    conditions: list[ConditionReport] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    dataset: str | None = None
+    test_selection: str | None = None
+    unknown_threshold: float | None = None
+    min_agreement: float | None = None
+    plot: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of `camid evaluate --json` (documented in docs/identify.md)."""
+        return asdict(self)
+
+    def summary_rows(self, per_class: bool = False) -> list[dict[str, Any]]:
+        """One row per condition (and, with `per_class`, one per class under it)."""
+        rows: list[dict[str, Any]] = []
+        for c in self.conditions:
+            rows.append(
+                {
+                    "condition": c.condition,
+                    "camera": "(all)",
+                    "n": c.n,
+                    "accuracy": c.accuracy,
+                    "unknown_rate": c.unknown_rate,
+                    "open_set_n": c.open_set["n"],
+                    "open_set_unknown_rate": c.open_set["unknown_rate"],
+                }
+            )
+            if per_class:
+                rows += [
+                    {"condition": c.condition, "camera": cam, "n": pc["n"],
+                     "accuracy": pc["accuracy"], "unknown_rate": pc["unknown_rate"]}
+                    for cam, pc in c.per_class.items()
+                ]  # fmt: skip
+        return rows
+
+    def per_class_rows(self, index: int = 0) -> list[dict[str, Any]]:
+        """Per-class rows of one condition (default: the originals)."""
+        if not self.conditions:
+            return []
+        return [{"camera": cam, **pc} for cam, pc in self.conditions[index].per_class.items()]
+
+    def confusion_rows(self, index: int = 0) -> list[dict[str, Any]]:
+        """The closed-set confusion matrix of one condition as table rows."""
+        if not self.conditions:
+            return []
+        conf = self.conditions[index].confusion
+        return [
+            {"true \\ predicted": t, **dict(zip(conf["predicted"], row, strict=True))}
+            for t, row in zip(conf["true"], conf["matrix"], strict=True)
+        ]
 
 
 def test_items(samples: Sequence[Sample], task: str) -> tuple[list[Sample], str]:
@@ -41,13 +121,13 @@ def test_items(samples: Sequence[Sample], task: str) -> tuple[list[Sample], str]
 
 
 def evaluate(
-    identifier: Any,
+    identifier: Identifier,
     samples: Sequence[Sample],
     *,
     conditions: Sequence[Manipulation | None],
     progress: Callable[[str, int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Run `identifier` (camid.identify.Identifier) over samples under each condition.
+) -> EvaluationReport:
+    """Run `identifier` over samples under each condition.
 
     Accuracy is closed-set (argmax) over images whose true class is a model class; the
     open-set decision gives `unknown_rate` for those and, separately, for images of
@@ -58,15 +138,15 @@ def evaluate(
     index = {c: i for i, c in enumerate(classes)}
     truths = [s.camera if card.task == "camera" else s.label for s in samples]
     paths = [s.path for s in samples]
-    report: dict[str, Any] = {
-        "model": card.name,
-        "model_sha256": card.weights_sha256,
-        "task": card.task,
-        "classes": classes,
-        "n_images": len(samples),
-        "conditions": [],
-        "errors": [],
-    }
+    report = EvaluationReport(
+        model=card.name,
+        model_sha256=card.weights_sha256,
+        task=card.task,
+        classes=classes,
+        n_images=len(samples),
+        unknown_threshold=identifier.rule.threshold,
+        min_agreement=identifier.rule.min_agreement,
+    )
     failed: set[str] = set()
     for cond in conditions:
         name = "original" if cond is None else cond.name
@@ -83,7 +163,7 @@ def evaluate(
                 if str(path) not in failed:
                     failed.add(str(path))
                     msg = str(out) if isinstance(out, InputError) else f"{path}: {out}"
-                    report["errors"].append(msg)
+                    report.errors.append(msg)
                 continue
             agg, known, _reason = identifier.decide(out)
             truth = truths[i]
@@ -98,7 +178,7 @@ def evaluate(
                 rec["unknown"] += int(not known)
                 rec.setdefault("nearest", {})
                 rec["nearest"][classes[agg.top]] = rec["nearest"].get(classes[agg.top], 0) + 1
-        report["conditions"].append(_summarise(name, classes, closed, matrix, outside))
+        report.conditions.append(_summarise(name, classes, closed, matrix, outside))
     return report
 
 
@@ -108,7 +188,7 @@ def _summarise(
     closed: np.ndarray,
     matrix: np.ndarray,
     outside: dict[str, dict[str, Any]],
-) -> dict[str, Any]:
+) -> ConditionReport:
     n = int(closed.sum())
     per_class = {}
     for i, c in enumerate(classes):
@@ -120,27 +200,27 @@ def _summarise(
         }
     accs = [v["accuracy"] for v in per_class.values() if v["accuracy"] is not None]
     n_out = sum(v["n"] for v in outside.values())
-    return {
-        "condition": name,
-        "n": n,
-        "accuracy": float(np.trace(closed) / n) if n else None,
-        "balanced_accuracy": float(np.mean(accs)) if accs else None,
-        "unknown_rate": float(matrix[:, -1].sum() / n) if n else None,
-        "accuracy_decided": (
+    return ConditionReport(
+        condition=name,
+        n=n,
+        accuracy=float(np.trace(closed) / n) if n else None,
+        balanced_accuracy=float(np.mean(accs)) if accs else None,
+        unknown_rate=float(matrix[:, -1].sum() / n) if n else None,
+        accuracy_decided=(
             float(np.trace(matrix[:, :-1]) / max(1, matrix[:, :-1].sum())) if n else None
         ),
-        "per_class": per_class,
-        "confusion": {"true": classes, "predicted": classes, "matrix": closed.tolist()},
-        "confusion_open_set": {
+        per_class=per_class,
+        confusion={"true": classes, "predicted": classes, "matrix": closed.tolist()},
+        confusion_open_set={
             "true": classes,
             "predicted": [*classes, "unknown"],
             "matrix": matrix.tolist(),
         },
-        "open_set": {
+        open_set={
             "n": n_out,
             "unknown_rate": (
                 float(sum(v["unknown"] for v in outside.values()) / n_out) if n_out else None
             ),
             "per_class": outside,
         },
-    }
+    )

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Sequence
-
-import exifread
-
-from camid.io.exif import camera_name, clean_text
 
 EXIF_STATUSES = ("consistent", "mismatch", "no-exif", "unknown-camera", "inconclusive")
 """consistent: EXIF names the predicted class. mismatch: the network confidently names
@@ -16,18 +11,6 @@ another class than the EXIF camera, which is one of its classes. no-exif: no Mak
 unknown-camera: the EXIF camera is not among the model's classes (the model cannot confirm
 or refute it). inconclusive: the EXIF camera is a model class but the network said
 "unknown" (evidence too weak to judge)."""
-
-
-def exif_camera(raw: bytes) -> str | None:
-    """'Make Model' from a file's EXIF bytes (None when absent or unreadable).
-
-    Reads only up to the Model tag, so it is cheap enough to run on every photo.
-    """
-    try:
-        tags = exifread.process_file(io.BytesIO(raw), details=False, stop_tag="Model")
-    except Exception:  # malformed metadata is "no EXIF", never an error
-        return None
-    return camera_name(clean_text(tags.get("Image Make")), clean_text(tags.get("Image Model")))
 
 
 def camera_key(name: str | None) -> str:

@@ -10,7 +10,7 @@ result with what the EXIF Make/Model claims.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,24 @@ from torch import nn
 from camid import __version__
 from camid.data.augment import Manipulation
 from camid.engine.data import ViewSpec, extract_views, prefetch_map
-from camid.engine.predict import Aggregate, OpenSetRule, Predictor, aggregate, decision_logits
-from camid.errors import InputError
-from camid.identify.exif_check import exif_camera, exif_cross_check
+from camid.engine.predict import (
+    Aggregate,
+    OpenSetRule,
+    Predictor,
+    aggregate,
+    decision_logits,
+    default_view_spec,
+)
+from camid.errors import InputError, UsageError
+from camid.identify.evidence import (
+    Evidence,
+    EvidenceProvider,
+    Photo,
+    exif_evidence,
+    fuse,
+)
+from camid.identify.exif_check import exif_cross_check, match_class
+from camid.io.exif import quick_camera
 from camid.io.image import load_image, read_file_bytes
 from camid.models.store import ModelCard
 from camid.models.traces import detect_jpeg_grid
@@ -53,9 +68,16 @@ class Identification:
     width: int
     height: int
     camid_version: str = __version__
-    prnu: dict | None = None
-    evidence: dict | None = None
+    evidence: list[Evidence] = field(default_factory=list)
+    decided_by: str = "cnn"
+    contradiction: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prnu(self) -> dict | None:
+        """The PRNU match details when fingerprints were given."""
+        ev = next((e for e in self.evidence if e.kind == "prnu"), None)
+        return dict(ev.detail) if ev is not None else None
 
     def to_record(self) -> dict:
         """Flat JSON-ready dict (documented in docs/identify.md)."""
@@ -68,6 +90,8 @@ class Identification:
             "agreement": round(self.agreement, 6),
             "n_views": self.n_views,
             "reason": self.reason,
+            "decided_by": self.decided_by,
+            "contradiction": self.contradiction,
             "top": self.top,
             "exif_camera": self.exif_camera,
             "exif_check": self.exif_check,
@@ -77,24 +101,12 @@ class Identification:
             "model": self.model,
             "model_sha256": self.model_sha256,
             "camid_version": self.camid_version,
+            "evidence": [e.to_record() for e in self.evidence],
         }
-        if self.evidence is not None:
-            rec["evidence"] = self.evidence
         if self.prnu is not None:
             rec["prnu"] = self.prnu
         rec.update(self.extra)
         return rec
-
-
-@dataclass
-class _Loaded:
-    path: Path
-    sha256: str
-    width: int
-    height: int
-    exif_camera: str | None
-    pixels: np.ndarray | None
-    grid: tuple[int, int] | None = None
 
 
 class Identifier:
@@ -134,17 +146,64 @@ class Identifier:
             if isinstance(h, dict) and "name" in h
         }
 
+    @classmethod
+    def from_model(
+        cls,
+        ref: str | Path,
+        *,
+        device: str | torch.device = "auto",
+        unknown_threshold: float | None = None,
+        min_agreement: float | None = None,
+        trace_check: bool = True,
+        max_views: int | None = None,
+        d4: bool | None = None,
+        region: str | None = None,
+        batch_size: int = 128,
+        workers: int = 2,
+        top_k: int = 3,
+        find_grid: bool = False,
+        home: Path | None = None,
+    ) -> Identifier:
+        """The one door: load a registry model (name or file) and build what `camid identify`
+        uses — the card's calibrated open-set rule (threshold, view agreement, trace checks)
+        and view spec, each overridable. The CLI and `camid evaluate` call exactly this.
+        """
+        from camid.device import resolve_device
+        from camid.models.store import load_model
+
+        if unknown_threshold is not None and not 0 <= unknown_threshold <= 1:
+            raise UsageError("the unknown threshold must be between 0 and 1")
+        if min_agreement is not None and not 0 <= min_agreement <= 1:
+            raise UsageError("the minimum view agreement must be between 0 and 1")
+        if batch_size < 1 or workers < 0 or top_k < 1:
+            raise UsageError("batch size and top-k must be positive, workers at least 0")
+        dev = device if isinstance(device, torch.device) else resolve_device(device)
+        model, card = load_model(ref, dev, home=home)
+        rule = OpenSetRule.from_card(card, unknown_threshold, min_agreement, trace_check)
+        views = default_view_spec(card, max_views=max_views, d4=d4, region=region)
+        return cls(
+            model,
+            card,
+            dev,
+            views=views,
+            rule=rule,
+            top_k=top_k,
+            batch_size=batch_size,
+            workers=workers,
+            find_grid=find_grid,
+        )
+
     def _load(self, path: Path, manipulation: Manipulation | None = None):
         raw = read_file_bytes(path)
         img = load_image(path, data=raw)
-        exif_cam = exif_camera(raw)
+        exif_cam = quick_camera(raw)
         px = img.pixels if manipulation is None else manipulation.apply(img.pixels)
         grid = None
         if self.find_grid:  # views start on the photo's own JPEG grid (cropped photos)
             grid = detect_jpeg_grid(px)
             px = px[grid[0] :, grid[1] :]
         views = extract_views(px, self.views)
-        meta = _Loaded(
+        meta = Photo(
             path,
             img.sha256,
             img.width,
@@ -157,7 +216,7 @@ class Identifier:
 
     def logits_stream(
         self, paths: Iterable[Path], manipulation: Manipulation | None = None
-    ) -> Iterator[tuple[int, Path, _Loaded | None, np.ndarray | Exception]]:
+    ) -> Iterator[tuple[int, Path, Photo | None, np.ndarray | Exception]]:
         """(index, path, loaded facts, per-view logits) per input, in order; errors as values."""
         paths = list(paths)
         loaded = prefetch_map(
@@ -166,7 +225,7 @@ class Identifier:
             workers=self.workers,
             lookahead=max(4, 2 * self.workers),
         )
-        metas: dict[int, _Loaded] = {}
+        metas: dict[int, Photo] = {}
 
         def feed() -> Iterator[tuple[int, np.ndarray | Exception]]:
             for i, res in enumerate(loaded):
@@ -194,10 +253,16 @@ class Identifier:
     def identify(
         self,
         paths: Iterable[Path],
-        extra: Callable[[_Loaded, Aggregate], dict | None] | None = None,
+        providers: Sequence[EvidenceProvider] = (),
     ) -> Iterator[Identification | InputError]:
-        """Identify each photo; unreadable files come out as InputError values."""
+        """Identify each photo; unreadable files come out as InputError values.
+
+        `providers` add evidence beside the network's (e.g. `PrnuProvider`); a decisive
+        PRNU match naming a camera model decides the camera (see `fuse`).
+        """
         classes = list(self.card.classes)
+        if any(getattr(pv, "needs_pixels", False) for pv in providers):
+            self.keep_pixels = True
         for _i, path, meta, out in self.logits_stream(paths):
             if isinstance(out, InputError):
                 yield out
@@ -206,47 +271,91 @@ class Identifier:
                 yield InputError(path, f"cannot process image: {type(out).__name__}: {out}")
                 continue
             assert meta is not None
-            agg, known, reason = self.decide(out)
-            order = np.argsort(-agg.probs)[: self.top_k]
-            top = [
-                {
-                    "camera": classes[i],
-                    "probability": round(float(agg.probs[i]), 6),
-                    "votes": round(float(agg.votes[i]), 6),
-                }
-                for i in order
-            ]
-            predicted = classes[agg.top] if known else None
-            status, note = exif_cross_check(meta.exif_camera, predicted, classes)
-            prnu = extra(meta, agg) if extra else None
-            evidence = None
-            if agg.heads:
-                evidence = {
-                    name: {
-                        "camera": classes[int(np.argmax(p))],
-                        "probability": round(float(np.max(p)), 6),
-                        "support": round(float(p[agg.top]), 6),
-                    }
-                    for name, p in agg.heads.items()
-                }
-            yield Identification(
-                path=str(path),
-                sha256=meta.sha256,
-                model=self.card.name,
-                model_sha256=self.card.weights_sha256,
-                camera=predicted if predicted is not None else UNKNOWN,
-                decision="known" if known else "unknown",
-                probability=float(agg.probs[agg.top]),
-                agreement=agg.agreement,
-                n_views=agg.n_views,
-                reason=reason,
-                top=top,
-                exif_camera=meta.exif_camera,
-                exif_check=status,
-                exif_note=note,
-                width=meta.width,
-                height=meta.height,
-                prnu=prnu,
-                evidence=evidence,
-                extra={"jpeg_grid": list(meta.grid)} if meta.grid is not None else {},
+            try:
+                yield self._identification(meta, out, classes, providers)
+            except InputError as exc:
+                yield exc
+
+    def _identification(
+        self,
+        meta: Photo,
+        logits: np.ndarray,
+        classes: list[str],
+        providers: Sequence[EvidenceProvider],
+    ) -> Identification:
+        agg, known, reason = self.decide(logits)
+        order = np.argsort(-agg.probs)[: self.top_k]
+        top = [
+            {
+                "camera": classes[i],
+                "probability": round(float(agg.probs[i]), 6),
+                "votes": round(float(agg.votes[i]), 6),
+            }
+            for i in order
+        ]
+        p_top = float(agg.probs[agg.top])
+        cnn = Evidence(
+            "cnn",
+            "cnn",
+            classes[agg.top] if known else None,
+            p_top if np.isfinite(p_top) else None,
+            "probability",
+            known,
+            reason,
+        )
+        evidence = [cnn, *self._head_evidence(agg, classes)]
+        others = [ev for pv in providers if (ev := pv.evidence(meta)) is not None]
+        for ev in others:  # name a fingerprint's camera model as the network's class
+            if ev.camera is not None:
+                cls = match_class(ev.camera, classes)
+                if cls is not None and cls != ev.camera:
+                    ev = Evidence(**{**ev.__dict__, "camera": cls})
+            evidence.append(ev)
+        evidence.append(exif_evidence(meta.exif_camera))
+        fused = fuse(cnn, evidence[1:])
+        meta.pixels = None  # providers are done with the pixels: do not hold them
+        status, note = exif_cross_check(meta.exif_camera, fused.camera, classes)
+        return Identification(
+            path=str(meta.path),
+            sha256=meta.sha256,
+            model=self.card.name,
+            model_sha256=self.card.weights_sha256,
+            camera=fused.camera if fused.camera is not None else UNKNOWN,
+            decision="known" if fused.camera is not None else "unknown",
+            probability=p_top,
+            agreement=agg.agreement,
+            n_views=agg.n_views,
+            reason=fused.reason,
+            top=top,
+            exif_camera=meta.exif_camera,
+            exif_check=status,
+            exif_note=note,
+            width=meta.width,
+            height=meta.height,
+            evidence=evidence,
+            decided_by=fused.decided_by,
+            contradiction=fused.contradiction,
+            extra={"jpeg_grid": list(meta.grid)} if meta.grid is not None else {},
+        )
+
+    def _head_evidence(self, agg: Aggregate, classes: list[str]) -> list[Evidence]:
+        """One Evidence per evidence head: where its traces point, and its support."""
+        out = []
+        for name, p in (agg.heads or {}).items():
+            need = self.rule.support.get(name, 0.0)
+            support = float(p[agg.top])
+            best = int(np.argmax(p))
+            out.append(
+                Evidence(
+                    "head",
+                    name,
+                    classes[best],
+                    float(np.max(p)),
+                    "probability",
+                    bool(best == agg.top and support >= need),
+                    f"{name} traces point to {classes[best]!r} ({float(np.max(p)):.2f}); "
+                    f"support for {classes[agg.top]!r} {support:.3f} (needs {need:.3f})",
+                    {"support": round(support, 6), "support_threshold": round(need, 6)},
+                )
             )
+        return out

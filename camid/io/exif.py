@@ -252,3 +252,26 @@ def safe_read_exif(path: str | Path) -> ExifInfo | InputError:
         return read_exif(path)
     except InputError as exc:
         return exc
+
+
+def quick_camera(source: bytes | str | Path) -> str | None:
+    """'Make Model' from a file's EXIF (bytes or a path), None when absent or unreadable.
+
+    Reads only up to the Model tag, so it is cheap enough for every photo of a dataset;
+    the one quick camera read of camid (datasets, identify, fingerprints). Non-regular
+    files (FIFOs, devices) and malformed metadata give None, never an error.
+    """
+    try:
+        if isinstance(source, bytes | bytearray):
+            fh: io.BufferedIOBase | io.BytesIO = io.BytesIO(source)
+        else:
+            p = Path(source)
+            if not p.is_file():
+                return None
+            fh = open(p, "rb")  # noqa: SIM115 - closed below
+        with fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tags = exifread.process_file(fh, details=False, stop_tag="Model")
+    except Exception:  # malformed metadata is "no EXIF", never an error
+        return None
+    return camera_name(clean_text(tags.get("Image Make")), clean_text(tags.get("Image Model")))

@@ -127,12 +127,14 @@ class FingerprintAccumulator:
             raise ValueError("no images were added to the fingerprint")
         return finish_fingerprint(self.num / (self.den + 1.0))
 
-    def finish(self, device_name: str) -> Fingerprint:
-        """Package the estimate with its metadata (not yet saved)."""
+    def finish(self, device_name: str, camera: str | None = None) -> Fingerprint:
+        """Package the estimate with its metadata (not yet saved); `camera` is the device's
+        camera model, which lets a PRNU match name the model in `camid identify`."""
         k = self.estimate().cpu().numpy().astype(np.float32)
         return Fingerprint(
             k=k,
             device_name=device_name,
+            camera=camera,
             image_count=self.count,
             params=self.params,
             images=list(self.images),
@@ -162,6 +164,8 @@ class Fingerprint:
     camid_version: str = field(default_factory=_camid_version)
     sha256: str | None = None
     path: Path | None = None
+    camera: str | None = None
+    """The camera model of the device (from its photos' EXIF or given by the user)."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -175,7 +179,7 @@ class Fingerprint:
 
     def info(self) -> dict:
         """Metadata as stored in the file header (without the hash)."""
-        return {
+        info = {
             "device_name": self.device_name,
             "image_count": int(self.image_count),
             "height": self.shape[0],
@@ -185,6 +189,9 @@ class Fingerprint:
             "created": self.created,
             "images": self.images,
         }
+        if self.camera is not None:  # absent in files made before camera models were kept
+            info["camera"] = self.camera
+        return info
 
 
 def build_fingerprint(
@@ -193,9 +200,10 @@ def build_fingerprint(
     params: ResidualParams | None = None,
     device: torch.device | str = "cpu",
     batch_size: int = 1,
+    camera: str | None = None,
 ) -> Fingerprint:
     """Fingerprint of equal-size uint8 images (convenience over FingerprintAccumulator)."""
     acc = FingerprintAccumulator(params, device)
     for i in range(0, len(images), max(1, batch_size)):
         acc.add(list(images[i : i + batch_size]))
-    return acc.finish(device_name)
+    return acc.finish(device_name, camera)

@@ -19,12 +19,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.special import log_ndtr
 
+from camid.errors import InputError
 from camid.prnu.fingerprint import Fingerprint
+from camid.prnu.residual import ResidualParams, residual_and_grey
 
 DEFAULT_THRESHOLD = 60.0
 EXCLUSION = 11
@@ -401,3 +404,98 @@ class FingerprintBank:
             ks = self._group_stack(shape)[s : s + per]
             nccs.append(_batched_ncc(residual, grey, ks).cpu())
         return torch.cat(pces), torch.cat(nccs)
+
+
+def query_params(
+    fingerprints: Sequence[Fingerprint],
+    sigma: float | None = None,
+    compat: bool | None = None,
+) -> tuple[list[ResidualParams], list[str]]:
+    """Residual settings for the photos scored against each fingerprint, and notes.
+
+    Each fingerprint's own settings unless `sigma` / `compat` override them; a note names
+    every fingerprint whose queries then use other settings than it was made with.
+    """
+    chosen: list[ResidualParams] = []
+    notes: list[str] = []
+    for fp in fingerprints:
+        if sigma is None and not compat:
+            chosen.append(fp.params)
+            continue
+        p = ResidualParams(
+            sigma=sigma if sigma is not None else fp.params.sigma,
+            levels=fp.params.levels,
+            compat=bool(compat) or fp.params.compat,
+        )
+        p.validate()
+        if p != fp.params:
+            notes.append(
+                f"{fp.label}: fingerprint made with {fp.params.to_dict()}, queries use "
+                f"sigma={p.noise_sigma} compat={p.compat}"
+            )
+        chosen.append(p)
+    return chosen, notes
+
+
+class FingerprintSet:
+    """Fingerprints scored against photos: the one PRNU scoring door of camid.
+
+    One noise residual per photo and distinct residual setting (fingerprints made with the
+    same settings share it), each group scored by a `FingerprintBank`. Used by
+    `camid prnu match`, `camid prnu matrix` and `camid identify --fingerprint`.
+    """
+
+    def __init__(
+        self,
+        fingerprints: Sequence[Fingerprint],
+        device: torch.device | str = "cpu",
+        *,
+        params: Sequence[ResidualParams] | None = None,
+        rotations: str = "auto",
+        search_shift: bool = False,
+        threshold: float = DEFAULT_THRESHOLD,
+    ) -> None:
+        self.fingerprints = list(fingerprints)
+        if not self.fingerprints:
+            raise ValueError("a fingerprint set needs at least one fingerprint")
+        chosen = list(params) if params is not None else [fp.params for fp in self.fingerprints]
+        if len(chosen) != len(self.fingerprints):
+            raise ValueError("one residual setting per fingerprint")
+        self.device = torch.device(device)
+        self.threshold = threshold
+        self.groups: dict[ResidualParams, list[int]] = {}
+        for idx, p in enumerate(chosen):
+            self.groups.setdefault(p, []).append(idx)
+        self.banks = {
+            p: FingerprintBank(
+                [self.fingerprints[i] for i in idxs],
+                self.device,
+                rotations=rotations,
+                search_shift=search_shift,
+                threshold=threshold,
+            )
+            for p, idxs in self.groups.items()
+        }
+
+    def __len__(self) -> int:
+        return len(self.fingerprints)
+
+    def score(self, pixels: np.ndarray, path: str | Path = "image") -> list[MatchResult]:
+        """One MatchResult per fingerprint (in order) for a photo's uint8 pixels.
+
+        Raises InputError naming `path` when the photo is too small for a residual or a PCE.
+        """
+        results: list[MatchResult | None] = [None] * len(self.fingerprints)
+        try:
+            for p, idxs in self.groups.items():
+                w, g = residual_and_grey(pixels, p, self.device)
+                for i, r in zip(idxs, self.banks[p].score(w, g), strict=True):
+                    results[i] = r
+        except ValueError as exc:
+            raise InputError(path, f"cannot compute a PRNU residual ({exc})") from exc
+        return [r for r in results if r is not None]
+
+    def best(self, results: Sequence[MatchResult]) -> tuple[Fingerprint, MatchResult]:
+        """The fingerprint with the highest PCE and its result."""
+        i = max(range(len(results)), key=lambda j: results[j].pce)
+        return self.fingerprints[i], results[i]

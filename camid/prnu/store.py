@@ -87,6 +87,14 @@ def _header(path: Path, data: bytes) -> dict:
     return header
 
 
+def _optional_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"camera must be text, not {type(value).__name__}")
+    return value.strip() or None
+
+
 def load_fingerprint(path: str | Path) -> Fingerprint:
     """Read and verify a fingerprint file; IntegrityError if it is not one or was modified."""
     from safetensors import SafetensorError
@@ -128,6 +136,7 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
             camid_version=str(info.get("camid_version", "")),
             sha256=meta["sha256"],
             path=p,
+            camera=_optional_text(info.get("camera")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise IntegrityError(p, f"fingerprint metadata incomplete ({exc})") from exc
