@@ -53,3 +53,7 @@ class NotFoundError(CamidError):
     """A named model, fingerprint or other registry entry does not exist."""
 
     exit_code = EXIT_USAGE
+
+
+class AlreadyExistsError(UsageError):
+    """An output that exists and may not be replaced; the CLI adds the flag that allows it."""

@@ -11,7 +11,7 @@ import pytest
 
 from camid import __version__
 from camid.cli import main
-from camid.device import resolve_device
+from camid.device import device_description, resolve_device
 from camid.errors import UsageError
 from camid.home import camid_home
 from camid.io.atomic import atomic_write
@@ -30,15 +30,34 @@ def test_info_reports_home_device_threads(capsys, isolated_home):
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["camid_home"] == str(isolated_home)
-    assert info["device_auto"] in ("cpu", "mps") or info["device_auto"].startswith("cuda")
+    assert info["device_auto"] == device_description(resolve_device("auto"))
     assert info["torch_threads"] >= 1
 
 
-def test_usage_error_exit_2(capsys):
-    assert main(["exif"]) == 2
-    assert main(["no-such-command"]) == 2
-    assert main(["exif", "x.jpg", "--format", "xml"]) == 2
-    assert "Traceback" not in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["exif"], "Missing argument 'inputs'"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+        (["exif", "x.jpg", "--format", "xml"], "'xml' is not one of"),
+    ],
+)
+def test_usage_error_exit_2(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_existing_output_names_the_flag_that_replaces_it(tmp_path, capsys):
+    """The library refuses to replace (AlreadyExistsError); the CLI names the flag."""
+    args = ["synth", "cameras", str(tmp_path / "c"), "--per-device", "2", "--flat", "0",
+            "--size", "64x48", "--json"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "cameras.csv already exists (use --force to replace it)" in err
+    assert main([*args, "--force"]) == 0
 
 
 def test_internal_error_exit_4_without_traceback(monkeypatch, capsys, tmp_path):

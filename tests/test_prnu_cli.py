@@ -221,16 +221,18 @@ def test_fingerprint_skips_other_sizes(shots, capsys, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "message"),
     [
-        ["prnu", "fingerprint", "x.jpg"],
-        ["prnu", "match", "x.jpg"],
-        ["prnu", "match", "x.jpg", "-F", "y", "--rotations", "sideways"],
-        ["prnu", "residual", "x.jpg", "--sigma", "-1"],
+        (["prnu", "fingerprint", "x.jpg"], "give --output FILE or --device-name NAME"),
+        (["prnu", "match", "x.jpg"], "give at least one --fingerprint FILE"),
+        (["prnu", "match", "x.jpg", "-F", "y", "--rotations", "sideways"],
+         "--rotations must be one of auto, all, none, not 'sideways'"),
+        (["prnu", "residual", "x.jpg", "--sigma", "-1"], "sigma must be positive"),
     ],
 )
-def test_usage_errors(args, capsys):
-    """Missing or impossible options exit 2 with a message, not a traceback."""
+def test_usage_errors(args, message, capsys):
+    """Missing or impossible options exit 2 with a message that says what to fix."""
     rc = main(args)
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"Error: {message}" or message in err

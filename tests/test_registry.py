@@ -122,6 +122,43 @@ def test_pretrained_from_local_torch_hub_file(tmp_path, isolated_home):
         get_model("mobilenet_v2", 5, pretrained=True)
 
 
+def test_pretrained_success_loads_the_local_file_and_replaces_the_head(isolated_home):
+    """The ImageNet-initialisation path end to end: a real (small) weights file named the
+    torchvision way, with the true sha256 prefix, is verified, loaded and given a new head."""
+    from camid.io.image import sha256_file
+    from camid.models.registry import _REGISTRY, register_model
+
+    def tiny(num_classes: int) -> torch.nn.Module:
+        net = torch.nn.Sequential()
+        net.features = torch.nn.Conv2d(3, 8, 3)
+        net.pool = torch.nn.AdaptiveAvgPool2d(1)
+        net.flat = torch.nn.Flatten()
+        net.classifier = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(8, num_classes))
+        return net
+
+    torch.manual_seed(7)
+    src = tiny(1000)
+    ckpt_dir = isolated_home / "torch" / "hub" / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    tmp = ckpt_dir / "tiny.pth"
+    torch.save(src.state_dict(), tmp)
+    fname = f"tinyvision-{sha256_file(tmp)[:8]}.pth"
+    tmp.rename(ckpt_dir / fname)
+    _REGISTRY.pop("tinyvision_test", None)
+    register_model(
+        "tinyvision_test", input_size=32, min_input_size=8, description="test",
+        imagenet_file=fname,
+    )(tiny)  # fmt: skip
+    try:
+        model = get_model("tinyvision_test", 4, pretrained=True)
+        assert torch.equal(model.features.weight, src.features.weight)  # ImageNet weights kept
+        assert model.classifier[1].out_features == 4  # a fresh head for our classes
+        assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 4)
+        assert get_arch("tinyvision_test").to_record()["imagenet_available"] is True
+    finally:
+        _REGISTRY.pop("tinyvision_test", None)
+
+
 def test_export_import_remove(tmp_path):
     save_model(get_model("patchnet_tiny", 2), _card(classes=("x", "y")))
     exported = export_model("cams", tmp_path)

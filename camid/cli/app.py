@@ -36,7 +36,6 @@ def root(
     """camid: which camera took this photo, and does your dataset leak it."""
 
 
-# Commands: each module either registers top-level commands or exposes a sub-app `app`.
 from camid.cli import (  # noqa: E402 - the root app must exist before commands attach
     dataset,
     demo,
@@ -50,13 +49,7 @@ from camid.cli import (  # noqa: E402 - the root app must exist before commands 
     train,
 )
 
-for _module in (demo, info, exif, identify, train, evaluate):
+# One registration style: every command module has `register(app)`, which adds its
+# top-level command(s) or its command group.
+for _module in (demo, info, exif, identify, train, evaluate, dataset, models, synth, prnu):
     _module.register(app)
-app.add_typer(dataset.app, name="dataset", help="Dataset manifests and summaries (camera x label).")
-app.add_typer(
-    models.app, name="models", help="The model registry: architectures and trained models."
-)
-app.add_typer(synth.app, name="synth", help="Synthetic camera benchmark datasets.")
-app.add_typer(
-    prnu.app, name="prnu", help="PRNU sensor fingerprints: residuals, fingerprints, matching."
-)

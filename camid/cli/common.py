@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from camid.errors import EXIT_INPUT, EXIT_OK
+from camid.errors import EXIT_INPUT, EXIT_OK, AlreadyExistsError, UsageError
 from camid.io.atomic import write_text_atomic
 from camid.io.inputs import expand_inputs, parse_extensions
 from camid.report.output import Format, Output
@@ -78,3 +79,12 @@ def finish_batch(
         out.warn(f"{len(failed)} input(s){of} could not be read")
         return EXIT_INPUT
     return EXIT_OK
+
+
+@contextmanager
+def replace_hint(flag: str) -> Iterator[None]:
+    """Name the CLI flag that allows replacing an existing output (the library cannot)."""
+    try:
+        yield
+    except AlreadyExistsError as exc:
+        raise UsageError(f"{exc} (use {flag} to replace it)") from exc

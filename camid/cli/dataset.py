@@ -63,3 +63,8 @@ def summary(
     if out.fmt == "table":
         rows.append(total_row)
     out.emit(rows, columns=["camera", *labels, "total"], title=f"{source}: camera x label")
+
+
+def register(root: typer.Typer) -> None:
+    """Add the `dataset` command group to the root app."""
+    root.add_typer(app, name="dataset", help="Dataset manifests and summaries (camera x label).")

@@ -107,3 +107,8 @@ def remove(
     out = output_from(Format.table, False, quiet)
     path = store.remove_model(name)
     out.info(f"removed {name!r} ({path})")
+
+
+def register(root: typer.Typer) -> None:
+    """Add the `models` command group to the root app."""
+    root.add_typer(app, name="models", help="The model registry: architectures and trained models.")

@@ -577,3 +577,10 @@ def _write_scores(path: Path, fp_labels: list[str], records: list[dict], n_fp: i
             [row[0]["path"], row[0]["sha256"], row[0]["device"] or "", *[r["pce"] for r in row]]
         )
     write_text_atomic(path, buf.getvalue())
+
+
+def register(root: typer.Typer) -> None:
+    """Add the `prnu` command group to the root app."""
+    root.add_typer(
+        app, name="prnu", help="PRNU sensor fingerprints: residuals, fingerprints, matching."
+    )

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from camid.cli.common import FormatOpt, JsonOpt, QuietOpt, SeedOpt, output_from
+from camid.cli.common import FormatOpt, JsonOpt, QuietOpt, SeedOpt, output_from, replace_hint
 from camid.errors import UsageError
 from camid.report.output import Format, Output
 
@@ -120,17 +120,18 @@ def bottles(
     out = output_from(fmt, json_, quiet)
     wh = parse_size(size, DEFAULT_BOTTLE_SIZE)
     t0 = time.perf_counter()
-    manifests = make_bottles_dataset(
-        out_dir,
-        spec=_spec(spec),
-        per_device=per_device,
-        size=wh,
-        seed=seed,
-        test_fraction=test_fraction,
-        workers=workers,
-        overwrite=force,
-        progress=_progress(out, "bottles"),
-    )
+    with replace_hint("--force"):
+        manifests = make_bottles_dataset(
+            out_dir,
+            spec=_spec(spec),
+            per_device=per_device,
+            size=wh,
+            seed=seed,
+            test_fraction=test_fraction,
+            workers=workers,
+            overwrite=force,
+            progress=_progress(out, "bottles"),
+        )
     rows = _summary_rows(manifests)
     out.info(f"wrote {rows[0]['images']} images to {out_dir} in {time.perf_counter() - t0:.1f} s")
     out.emit(
@@ -168,18 +169,19 @@ def cameras(
     out = output_from(fmt, json_, quiet)
     wh = parse_size(size, DEFAULT_CAMERA_SIZE)
     t0 = time.perf_counter()
-    manifest = make_camera_dataset(
-        out_dir,
-        spec=_spec(spec),
-        per_device=per_device,
-        flat_per_device=flat,
-        size=wh,
-        seed=seed,
-        test_fraction=test_fraction,
-        workers=workers,
-        overwrite=force,
-        progress=_progress(out, "cameras"),
-    )
+    with replace_hint("--force"):
+        manifest = make_camera_dataset(
+            out_dir,
+            spec=_spec(spec),
+            per_device=per_device,
+            flat_per_device=flat,
+            size=wh,
+            seed=seed,
+            test_fraction=test_fraction,
+            workers=workers,
+            overwrite=force,
+            progress=_progress(out, "cameras"),
+        )
     rows = _summary_rows({"cameras": manifest, "flatfield": manifest.parent / "flatfield.csv"})
     n = sum(r["images"] for r in rows)
     out.info(f"wrote {n} images to {out_dir} in {time.perf_counter() - t0:.1f} s")
@@ -225,3 +227,8 @@ def spec_cmd(
     from camid.synth.spec import spec_to_toml
 
     typer.echo(spec_to_toml(_spec(spec)), nl=False)
+
+
+def register(root: typer.Typer) -> None:
+    """Add the `synth` command group to the root app."""
+    root.add_typer(app, name="synth", help="Synthetic camera benchmark datasets.")

@@ -21,7 +21,7 @@ from typing import TypeVar
 import numpy as np
 
 from camid.data.manifest import write_manifest
-from camid.errors import UsageError
+from camid.errors import AlreadyExistsError, UsageError
 from camid.io.atomic import write_bytes_atomic, write_text_atomic
 from camid.synth.pipeline import simulate
 from camid.synth.scenes import PRINTERS, bottle_scene, flat_field_scene, natural_scene
@@ -107,7 +107,7 @@ def _prepare_out(out_dir: str | Path, manifests: list[str], overwrite: bool) -> 
         raise UsageError(f"{out}: exists and is not a folder")
     existing = [m for m in manifests if (out / m).exists()]
     if existing and not overwrite:
-        raise UsageError(f"{out / existing[0]} already exists (use --force to overwrite)")
+        raise AlreadyExistsError(f"{out / existing[0]} already exists")
     (out / "images").mkdir(parents=True, exist_ok=True)
     return out
 
@@ -155,7 +155,7 @@ def make_bottles_dataset(
     """
     spec = spec or default_spec()
     if per_device < 1:
-        raise UsageError("--per-device must be at least 1")
+        raise UsageError("at least 1 image per device and label is needed")
     if not 0.0 < test_fraction < 1.0:
         raise UsageError("test fraction must be between 0 and 1")
     shape = _check_size(size)
@@ -268,9 +268,9 @@ def make_camera_dataset(
     """
     spec = spec or default_spec()
     if per_device < 2:
-        raise UsageError("--per-device must be at least 2 (one train, one test image)")
+        raise UsageError("at least 2 photos per device are needed (one train, one test)")
     if flat_per_device < 0:
-        raise UsageError("--flat must be >= 0")
+        raise UsageError("the number of flat frames per device cannot be negative")
     if not 0.0 < test_fraction < 1.0:
         raise UsageError("test fraction must be between 0 and 1")
     shape = _check_size(size)
