@@ -469,11 +469,6 @@ def grey_noise(x: torch.Tensor, params: ResidualParams | None = None) -> torch.T
     return out
 
 
-def finish_residual(noise: torch.Tensor) -> torch.Tensor:
-    """Grey, CFA zero-mean and DFT Wiener filtering of (B, C, H, W) per-channel noise."""
-    return wiener_dft(zero_mean_cfa(to_grey(noise)))
-
-
 def extract_residuals(
     images: np.ndarray | torch.Tensor | Sequence[np.ndarray],
     params: ResidualParams | None = None,
@@ -491,11 +486,6 @@ def extract_residual(
 ) -> np.ndarray:
     """Noise residual of one uint8 image (H, W[, 3]) as a float32 NumPy array."""
     return extract_residuals(image, params, device)[0].cpu().numpy()
-
-
-def grey_pixels(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) float pixels -> (B, H, W) grey intensities in [0, 255]."""
-    return to_grey(x)
 
 
 def residual_and_grey(
