@@ -28,11 +28,15 @@ from camid.engine.data import ViewSpec, extract_views, prefetch_map
 from camid.engine.predict import Aggregate, OpenSetRule, Predictor, aggregate, decision_logits
 from camid.errors import InputError
 from camid.io.exif import camera_name, clean_text
-from camid.io.image import load_image, read_file_bytes
+from camid.io.image import load_image, quiet_warnings, read_file_bytes
 from camid.models.store import ModelCard
 from camid.models.traces import detect_jpeg_grid
 
 UNKNOWN = "unknown"
+MIN_SIDE = 32
+"""Smallest side (pixels) of a photo camid identifies, or the model's view size when that
+is smaller: below it a view would be mostly reflected padding (and fewer than 4x4 JPEG
+blocks), so a result would describe the padding rather than the camera."""
 EXIF_STATUSES = ("consistent", "mismatch", "no-exif", "unknown-camera", "inconclusive")
 """consistent: EXIF names the predicted class. mismatch: the network confidently names
 another class than the EXIF camera, which is one of its classes. no-exif: no Make/Model.
@@ -47,7 +51,8 @@ def exif_camera(raw: bytes) -> str | None:
     Reads only up to the Model tag, so it is cheap enough to run on every photo.
     """
     try:
-        tags = exifread.process_file(io.BytesIO(raw), details=False, stop_tag="Model")
+        with quiet_warnings():
+            tags = exifread.process_file(io.BytesIO(raw), details=False, stop_tag="Model")
     except Exception:  # malformed metadata is "no EXIF", never an error
         return None
     return camera_name(clean_text(tags.get("Image Make")), clean_text(tags.get("Image Model")))
@@ -118,6 +123,7 @@ class Identification:
     width: int
     height: int
     camid_version: str = __version__
+    conversion: str | None = None
     prnu: dict | None = None
     evidence: dict | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -139,6 +145,7 @@ class Identification:
             "exif_note": self.exif_note,
             "width": self.width,
             "height": self.height,
+            "conversion": self.conversion,
             "model": self.model,
             "model_sha256": self.model_sha256,
             "camid_version": self.camid_version,
@@ -160,6 +167,7 @@ class _Loaded:
     exif_camera: str | None
     pixels: np.ndarray | None
     grid: tuple[int, int] | None = None
+    conversion: str | None = None
 
 
 class Identifier:
@@ -199,9 +207,14 @@ class Identifier:
             if isinstance(h, dict) and "name" in h
         }
 
+    @property
+    def min_side(self) -> int:
+        """Smallest image side this identifier accepts (see MIN_SIDE)."""
+        return min(MIN_SIDE, self.views.size)
+
     def _load(self, path: Path, manipulation: Manipulation | None = None):
         raw = read_file_bytes(path)
-        img = load_image(path, data=raw)
+        img = load_image(path, data=raw, min_side=self.min_side, purpose="camera identification")
         exif_cam = exif_camera(raw)
         px = img.pixels if manipulation is None else manipulation.apply(img.pixels)
         grid = None
@@ -217,6 +230,7 @@ class Identifier:
             exif_cam,
             img.pixels if self.keep_pixels else None,
             grid,
+            img.conversion,
         )
         return meta, views
 
@@ -311,6 +325,7 @@ class Identifier:
                 exif_note=note,
                 width=meta.width,
                 height=meta.height,
+                conversion=meta.conversion,
                 prnu=prnu,
                 evidence=evidence,
                 extra={"jpeg_grid": list(meta.grid)} if meta.grid is not None else {},

@@ -202,7 +202,6 @@ def register(app: typer.Typer) -> None:
         Exit codes: 0 ok, 1 an EXIF mismatch with --fail-on-mismatch, 3 unreadable inputs."""
         out = output_from(fmt, json_, quiet)
         paths, failed = gather_inputs(out, inputs, recursive, ext)
-        total = len(paths) + len(failed)
         ident = load_identifier(
             model,
             device,
@@ -250,7 +249,7 @@ def register(app: typer.Typer) -> None:
         columns = TABLE_COLUMNS + (["traces"] if ident.predictor.heads else [])
         columns += ["prnu"] if fingerprint else []
         out.finish(columns=None if out.machine else columns, title="camera identification")
-        code = finish_batch(out, failed, failed_list, total)
+        code = finish_batch(out, failed, failed_list, paths)
         if code == 0 and fail_on_mismatch and mismatches:
             code = EXIT_FINDING
         raise typer.Exit(code)

@@ -192,7 +192,7 @@ def residual(
             }
         )
     out.finish(columns=None if out.machine else RESIDUAL_COLUMNS, title="PRNU residuals")
-    raise typer.Exit(finish_batch(out, failed, failed_list, len(paths) + len(failed)))
+    raise typer.Exit(finish_batch(out, failed, failed_list, paths))
 
 
 def _residual_np(pixels, params, dev):
@@ -286,7 +286,7 @@ def fingerprint(
         failed.append(str(paths[-1]))
     if acc.count == 0:
         out.error("no usable images: no fingerprint written")
-        raise typer.Exit(finish_batch(out, failed, failed_list, len(paths) + len(failed)) or 3)
+        raise typer.Exit(finish_batch(out, failed, failed_list, paths) or 3)
     if acc.count < 10:
         out.warn(f"only {acc.count} image(s): fingerprints from 20+ flat images are far stronger")
     fp = acc.finish(device_name)
@@ -301,7 +301,7 @@ def fingerprint(
                 "width": fp.shape[1],
                 "height": fp.shape[0],
                 "fingerprint_sha256": fp.sha256,
-                "failed": len(failed),
+                "failed": len(set(failed)),
                 "params": params.to_dict(),
                 "camid_version": fp.camid_version,
             }
@@ -309,7 +309,7 @@ def fingerprint(
         columns=None if out.machine else FINGERPRINT_COLUMNS,
         title="PRNU fingerprint",
     )
-    raise typer.Exit(finish_batch(out, failed, failed_list, len(paths) + len(failed)))
+    raise typer.Exit(finish_batch(out, failed, failed_list, paths))
 
 
 # ----------------------------------------------------------------------------- match / matrix
@@ -453,7 +453,7 @@ def match(
             rec["camid_version"] = __version__
             out.record(rec)
     out.finish(columns=None if out.machine else MATCH_COLUMNS, title="PRNU match")
-    code = finish_batch(out, failed, failed_list, len(paths) + len(failed))
+    code = finish_batch(out, failed, failed_list, paths)
     if code == EXIT_OK and unmatched and not no_match_ok:
         out.info(f"{unmatched} photo(s) matched no fingerprint (PCE <= {threshold:g})")
         code = EXIT_FINDING
@@ -564,7 +564,7 @@ def matrix(
     else:
         out.emit(records, columns=None if out.machine else MATRIX_COLUMNS, title="PRNU matrix")
         out.info(_summary_line(summary))
-    raise typer.Exit(finish_batch(out, failed, failed_list, len(paths) + len(failed)))
+    raise typer.Exit(finish_batch(out, failed, failed_list, paths))
 
 
 def _summary_line(s: dict) -> str:

@@ -11,6 +11,7 @@ import exifread
 from camid.data.manifest import Sample, read_manifest
 from camid.errors import InputError, UsageError
 from camid.io.exif import camera_name, clean_text
+from camid.io.image import open_regular, quiet_warnings
 from camid.io.inputs import IMAGE_EXTENSIONS, expand_inputs
 
 
@@ -59,7 +60,7 @@ class Dataset:
 def camera_from_exif(path: Path) -> str | None:
     """Camera name from the EXIF Make+Model of a file, None if absent or unreadable."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh, quiet_warnings():  # a FIFO or device is never read
             tags = exifread.process_file(fh, details=False, stop_tag="Model")
     except Exception:
         return None

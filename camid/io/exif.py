@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import logging
 import struct
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from camid.errors import InputError
-from camid.io.image import read_file_bytes, sha256_bytes
+from camid.io.image import describe_conversion, quiet_warnings, read_file_bytes, sha256_bytes
 
 # Annex K of the JPEG standard (ITU T.81): the example tables that libjpeg scales by quality
 # (natural row-major order; also used by camid.synth to write camera-like tables).
@@ -70,6 +69,7 @@ class ExifInfo:
     file_format: str | None = None
     jpeg_quality: float | None = None
     jpeg_quality_exact: bool | None = None
+    conversion: str | None = None
     quant_tables: dict[int, list[list[int]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -202,7 +202,8 @@ def read_exif(path: str | Path, data: bytes | None = None) -> ExifInfo:
     raw = data if data is not None else read_file_bytes(p)
     info = ExifInfo(path=str(p), sha256=sha256_bytes(raw))
     try:
-        tags = exifread.process_file(io.BytesIO(raw), details=False)
+        with quiet_warnings():
+            tags = exifread.process_file(io.BytesIO(raw), details=False)
     except Exception as exc:  # exifread raises many types on broken metadata
         tags = {}
         info.warnings.append(f"malformed EXIF ignored ({type(exc).__name__})")
@@ -223,14 +224,16 @@ def read_exif(path: str | Path, data: bytes | None = None) -> ExifInfo:
     info.exif_height = _int_tag(_tag(tags, "EXIF ExifImageLength"))
 
     try:
-        with warnings.catch_warnings(), Image.open(io.BytesIO(raw)) as img:
-            warnings.simplefilter("ignore")
+        with quiet_warnings(), Image.open(io.BytesIO(raw)) as img:
             info.width, info.height = img.size
             info.file_format = img.format
+            info.conversion = describe_conversion(img, img.format)
     except UnidentifiedImageError as exc:
         raise InputError(p, "not an image file (unrecognised format)") from exc
     except Exception:
         info.warnings.append("pixel data header could not be read")
+    if info.file_format == "PNG":
+        _verify_png(p, raw)
     if raw[:2] == b"\xff\xd8":
         if raw.rstrip(b"\x00")[-2:] != b"\xff\xd9":
             info.warnings.append("JPEG has no end-of-image marker (truncated file?)")
@@ -244,6 +247,16 @@ def read_exif(path: str | Path, data: bytes | None = None) -> ExifInfo:
     if not tags:
         info.warnings.append("no EXIF metadata")
     return info
+
+
+def _verify_png(p: Path, raw: bytes) -> None:
+    """Refuse a PNG whose chunk checksums fail or that ends early (corrupt evidence)."""
+    try:
+        with quiet_warnings():
+            Image.open(io.BytesIO(raw)).verify()
+    except Exception as exc:  # Pillow raises SyntaxError, OSError, struct.error ...
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(p, f"corrupt PNG: {msg}") from exc
 
 
 def safe_read_exif(path: str | Path) -> ExifInfo | InputError:
