@@ -16,7 +16,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from camid.errors import InputError
-from camid.io.image import describe_conversion, quiet_warnings, read_file_bytes, sha256_bytes
+from camid.io.image import (
+    describe_conversion,
+    quiet_warnings,
+    read_file_bytes,
+    sha256_bytes,
+    verify_png,
+)
 
 # Annex K of the JPEG standard (ITU T.81): the example tables that libjpeg scales by quality
 # (natural row-major order; also used by camid.synth to write camera-like tables).
@@ -233,7 +239,7 @@ def read_exif(path: str | Path, data: bytes | None = None) -> ExifInfo:
     except Exception:
         info.warnings.append("pixel data header could not be read")
     if info.file_format == "PNG":
-        _verify_png(p, raw)
+        verify_png(p, raw)
     if raw[:2] == b"\xff\xd8":
         if raw.rstrip(b"\x00")[-2:] != b"\xff\xd9":
             info.warnings.append("JPEG has no end-of-image marker (truncated file?)")
@@ -247,16 +253,6 @@ def read_exif(path: str | Path, data: bytes | None = None) -> ExifInfo:
     if not tags:
         info.warnings.append("no EXIF metadata")
     return info
-
-
-def _verify_png(p: Path, raw: bytes) -> None:
-    """Refuse a PNG whose chunk checksums fail or that ends early (corrupt evidence)."""
-    try:
-        with quiet_warnings():
-            Image.open(io.BytesIO(raw)).verify()
-    except Exception as exc:  # Pillow raises SyntaxError, OSError, struct.error ...
-        msg = " ".join(str(exc).split()) or type(exc).__name__
-        raise InputError(p, f"corrupt PNG: {msg}") from exc
 
 
 def safe_read_exif(path: str | Path) -> ExifInfo | InputError:

@@ -282,9 +282,7 @@ def load_image(
             fmt = img.format
             _check_size(p, width, height, max_pixels, min_side, purpose)
             if fmt == "PNG":
-                # chunk CRCs (and the end of the file) are checked only by verify(), which
-                # needs its own freshly opened image
-                Image.open(io.BytesIO(raw)).verify()
+                verify_png(p, raw)
             planned = describe_conversion(img, fmt)
         img.load()  # outside the lock: decoding threads run in parallel
         with quiet_warnings():
@@ -336,6 +334,78 @@ def _check_size(
         )
 
 
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _png_expected_bytes(width: int, height: int, depth: int, colour: int, interlace: int) -> int:
+    """Bytes of filtered scanlines a PNG's IDAT stream must inflate to (filter bytes included)."""
+    bits = depth * _PNG_CHANNELS.get(colour, 1)
+
+    def size(w: int, h: int) -> int:
+        return 0 if w <= 0 or h <= 0 else h * (1 + (w * bits + 7) // 8)
+
+    if not interlace:
+        return size(width, height)
+    return sum(
+        size((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy) for x0, y0, dx, dy in _ADAM7
+    )
+
+
+def verify_png(p: Path, raw: bytes) -> None:
+    """Refuse a PNG that fails its chunk checksums, ends early, or whose image data
+    inflates to fewer bytes than its rows need (InputError naming the file).
+
+    Pillow checks CRCs only in verify(), which needs its own freshly opened image, and pads
+    a zlib stream that ends before the last row with zeros; both are checked here.
+    """
+    try:
+        with quiet_warnings():
+            Image.open(io.BytesIO(raw)).verify()
+    except Exception as exc:  # Pillow raises SyntaxError, OSError, struct.error ...
+        raise InputError(p, f"corrupt PNG: {_decode_reason(exc)}") from exc
+    _check_png_data_length(p, raw)
+
+
+def _check_png_data_length(p: Path, raw: bytes) -> None:
+    """Refuse a PNG whose image data inflates to fewer bytes than its rows need.
+
+    Pillow fills the missing rows with zeros without a word; the stream is inflated once
+    more here in 1 MiB pieces (never held whole), after verify() checked every CRC.
+    """
+    pos, ihdr, inflater, produced = 8, None, zlib.decompressobj(), 0
+    while pos + 8 <= len(raw):
+        length, kind = struct.unpack(">I4s", raw[pos : pos + 8])
+        data = raw[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            ihdr = struct.unpack(">IIBBBBB", data[:13])
+        elif kind == b"IDAT" and not inflater.eof:
+            produced += len(inflater.decompress(data, 1 << 20))
+            while inflater.unconsumed_tail and not inflater.eof:
+                produced += len(inflater.decompress(inflater.unconsumed_tail, 1 << 20))
+        elif kind == b"IEND":
+            break
+    if ihdr is None:
+        return
+    width, height, depth, colour, _, _, interlace = ihdr
+    expected = _png_expected_bytes(width, height, depth, colour, interlace)
+    if produced < expected:
+        raise InputError(
+            p,
+            f"corrupt PNG: image data ends early ({produced} of {expected} bytes; "
+            "the missing rows would be zeros)",
+        )
+
+
 def _frame_count(img: Image.Image, fmt: str | None) -> int:
     """Frames of an animation or pages of a TIFF (1 for everything else, MPO included:
     a camera JPEG's extra MPF pictures are previews, not part of the photo)."""
@@ -354,7 +424,7 @@ def _decode_reason(exc: BaseException) -> str:
     if "truncated" in low:
         return "truncated image data (file is incomplete)"
     if "checksum" in low or "crc" in low:
-        return f"corrupt data, checksum mismatch ({msg})"
+        return f"checksum mismatch ({msg})"
     return msg
 
 
