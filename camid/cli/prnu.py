@@ -588,13 +588,22 @@ def _write_scores(path: Path, fp_labels: list[str], records: list[dict], n_fp: i
     import io
 
     from camid.io.atomic import write_text_atomic
+    from camid.report.output import printable, spreadsheet_safe
+
+    def text(value: object) -> str:  # labels and paths come from evidence: plain, inert
+        return spreadsheet_safe(printable(str(value)))
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "sha256", "device", *fp_labels])
+    w.writerow(["path", "sha256", "device", *map(text, fp_labels)])
     for j in range(0, len(records), n_fp):
         row = records[j : j + n_fp]
         w.writerow(
-            [row[0]["path"], row[0]["sha256"], row[0]["device"] or "", *[r["pce"] for r in row]]
+            [
+                text(row[0]["path"]),
+                row[0]["sha256"],
+                text(row[0]["device"] or ""),
+                *[r["pce"] for r in row],
+            ]
         )
     write_text_atomic(path, buf.getvalue())
