@@ -171,7 +171,11 @@ class Output:
         for the rest of the process, instead of Python's two-line form with source code."""
 
         def show(message, category, filename, lineno, file=None, line=None) -> None:
-            self.warn(" ".join(str(message).split()))
+            text = " ".join(str(message).split())
+            try:
+                self.warn(text)
+            except (OSError, ValueError):  # this Output's stream is gone (an in-process rerun)
+                print(f"Warning: {printable(text)}", file=sys.__stderr__)
 
         warnings.showwarning = show
 
