@@ -52,8 +52,10 @@ InputsArg = Annotated[
 
 
 def output_from(fmt: Format = Format.auto, json_: bool = False, quiet: int = 0) -> Output:
-    """Build the command's Output from the shared options."""
-    return Output(Format.json if json_ else fmt, quiet=quiet)
+    """Build the command's Output from the shared options (Python warnings go to it)."""
+    out = Output(Format.json if json_ else fmt, quiet=quiet)
+    out.route_warnings()
+    return out
 
 
 def gather_inputs(
@@ -69,14 +71,24 @@ def gather_inputs(
 
 
 def finish_batch(
-    out: Output, failed: Sequence[str], failed_list: Path | None = None, total: int | None = None
+    out: Output,
+    failed: Sequence[str],
+    failed_list: Path | None = None,
+    paths: Sequence[str | Path] = (),
 ) -> int:
-    """Report a batch's failures, write --failed-list, and return the exit code (0 or 3)."""
+    """Report a batch's failures, write --failed-list, and return the exit code (0 or 3).
+
+    `paths` are the inputs the command went on to process (from `gather_inputs`); the
+    batch counts distinct inputs: those paths plus any failure that is not one of them
+    (a missing file, a FIFO in a folder, ...), so "N input(s) of M" is the same for every
+    command however often a path was reported.
+    """
+    unique_failed = list(dict.fromkeys(str(f) for f in failed))
     if failed_list is not None:
-        write_text_atomic(failed_list, "".join(f"{p}\n" for p in failed))
-    if failed:
-        of = f" of {total}" if total is not None else ""
-        out.warn(f"{len(failed)} input(s){of} could not be read")
+        write_text_atomic(failed_list, "".join(f"{p}\n" for p in unique_failed))
+    if unique_failed:
+        total = len(set(map(str, paths)) | set(unique_failed))
+        out.warn(f"{len(unique_failed)} input(s) of {total} could not be read")
         return EXIT_INPUT
     return EXIT_OK
 

@@ -24,7 +24,7 @@ from camid.report.output import Format
 
 TABLE_COLUMNS = [
     "path", "camera", "software", "datetime_original", "orientation", "width", "height",
-    "jpeg_quality", "sha256",
+    "jpeg_quality", "conversion", "sha256",
 ]  # fmt: skip
 
 
@@ -59,4 +59,4 @@ def register(app: typer.Typer) -> None:
                 out.info(f"{p}: {w}")
             out.record(info.to_record(with_tables=tables and out.machine))
         out.finish(columns=None if out.machine else TABLE_COLUMNS, title="EXIF")
-        raise typer.Exit(finish_batch(out, failed, failed_list, len(paths) + len(failed)))
+        raise typer.Exit(finish_batch(out, failed, failed_list, paths))

@@ -136,7 +136,6 @@ def register(app: typer.Typer) -> None:
 
         out = output_from(fmt, json_, quiet)
         paths, failed = gather_inputs(out, inputs, recursive, ext)
-        total = len(paths) + len(failed)
         ident = Identifier.from_model(
             model,
             device=device,
@@ -193,7 +192,7 @@ def register(app: typer.Typer) -> None:
         columns = TABLE_COLUMNS + (["traces"] if ident.predictor.heads else [])
         columns += ["prnu"] if fingerprint else []
         out.finish(columns=None if out.machine else columns, title="camera identification")
-        code = finish_batch(out, failed, failed_list, total)
+        code = finish_batch(out, failed, failed_list, paths)
         if code == 0 and fail_on_mismatch and mismatches:
             code = EXIT_FINDING
         raise typer.Exit(code)

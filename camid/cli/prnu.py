@@ -193,7 +193,7 @@ def residual(
             }
         )
     out.finish(columns=None if out.machine else RESIDUAL_COLUMNS, title="PRNU residuals")
-    raise typer.Exit(finish_batch(out, failed, failed_list, len(paths) + len(failed)))
+    raise typer.Exit(finish_batch(out, failed, failed_list, paths))
 
 
 def _residual_np(pixels, params, dev):
@@ -297,7 +297,7 @@ def fingerprint(
         failed.append(str(paths[-1]))
     if acc.count == 0:
         out.error("no usable images: no fingerprint written")
-        raise typer.Exit(finish_batch(out, failed, failed_list, len(paths) + len(failed)) or 3)
+        raise typer.Exit(finish_batch(out, failed, failed_list, paths) or 3)
     if acc.count < 10:
         out.warn(f"only {acc.count} image(s): fingerprints from 20+ flat images are far stronger")
     if camera is None:
@@ -317,7 +317,7 @@ def fingerprint(
                 "width": fp.shape[1],
                 "height": fp.shape[0],
                 "fingerprint_sha256": fp.sha256,
-                "failed": len(failed),
+                "failed": len(set(failed)),
                 "params": params.to_dict(),
                 "camid_version": fp.camid_version,
             }
@@ -325,7 +325,7 @@ def fingerprint(
         columns=None if out.machine else FINGERPRINT_COLUMNS,
         title="PRNU fingerprint",
     )
-    raise typer.Exit(finish_batch(out, failed, failed_list, len(paths) + len(failed)))
+    raise typer.Exit(finish_batch(out, failed, failed_list, paths))
 
 
 def _exif_camera_of(paths: list[Path]) -> str | None:
@@ -440,7 +440,7 @@ def match(
             rec["camid_version"] = __version__
             out.record(rec)
     out.finish(columns=None if out.machine else MATCH_COLUMNS, title="PRNU match")
-    code = finish_batch(out, failed, failed_list, len(paths) + len(failed))
+    code = finish_batch(out, failed, failed_list, paths)
     if code == EXIT_OK and unmatched and not no_match_ok:
         out.info(f"{unmatched} photo(s) matched no fingerprint (PCE <= {threshold:g})")
         code = EXIT_FINDING
@@ -543,7 +543,7 @@ def matrix(
     else:
         out.emit(records, columns=None if out.machine else MATRIX_COLUMNS, title="PRNU matrix")
         out.info(_summary_line(summary))
-    raise typer.Exit(finish_batch(out, failed, failed_list, len(paths) + len(failed)))
+    raise typer.Exit(finish_batch(out, failed, failed_list, paths))
 
 
 def _summary_line(s: dict) -> str:
@@ -567,14 +567,23 @@ def _write_scores(path: Path, fp_labels: list[str], records: list[dict], n_fp: i
     import io
 
     from camid.io.atomic import write_text_atomic
+    from camid.report.output import printable, spreadsheet_safe
+
+    def text(value: object) -> str:  # labels and paths come from evidence: plain, inert
+        return spreadsheet_safe(printable(str(value)))
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "sha256", "device", *fp_labels])
+    w.writerow(["path", "sha256", "device", *map(text, fp_labels)])
     for j in range(0, len(records), n_fp):
         row = records[j : j + n_fp]
         w.writerow(
-            [row[0]["path"], row[0]["sha256"], row[0]["device"] or "", *[r["pce"] for r in row]]
+            [
+                text(row[0]["path"]),
+                row[0]["sha256"],
+                text(row[0]["device"] or ""),
+                *[r["pce"] for r in row],
+            ]
         )
     write_text_atomic(path, buf.getvalue())
 

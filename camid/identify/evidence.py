@@ -64,6 +64,7 @@ class Photo:
     exif_camera: str | None
     pixels: np.ndarray | None
     grid: tuple[int, int] | None = None
+    conversion: str | None = None
 
 
 class EvidenceProvider(Protocol):

@@ -45,6 +45,10 @@ from camid.models.store import ModelCard
 from camid.models.traces import detect_jpeg_grid
 
 UNKNOWN = "unknown"
+MIN_SIDE = 32
+"""Smallest side (pixels) of a photo camid identifies, or the model's view size when that
+is smaller: below it a view would be mostly reflected padding (and fewer than 4x4 JPEG
+blocks), so a result would describe the padding rather than the camera."""
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Identification:
     width: int
     height: int
     camid_version: str = __version__
+    conversion: str | None = None
     evidence: list[Evidence] = field(default_factory=list)
     decided_by: str = "cnn"
     contradiction: str | None = None
@@ -98,6 +103,7 @@ class Identification:
             "exif_note": self.exif_note,
             "width": self.width,
             "height": self.height,
+            "conversion": self.conversion,
             "model": self.model,
             "model_sha256": self.model_sha256,
             "camid_version": self.camid_version,
@@ -193,9 +199,14 @@ class Identifier:
             find_grid=find_grid,
         )
 
+    @property
+    def min_side(self) -> int:
+        """Smallest image side this identifier accepts (see MIN_SIDE)."""
+        return min(MIN_SIDE, self.views.size)
+
     def _load(self, path: Path, manipulation: Manipulation | None = None):
         raw = read_file_bytes(path)
-        img = load_image(path, data=raw)
+        img = load_image(path, data=raw, min_side=self.min_side, purpose="camera identification")
         exif_cam = quick_camera(raw)
         px = img.pixels if manipulation is None else manipulation.apply(img.pixels)
         grid = None
@@ -211,6 +222,7 @@ class Identifier:
             exif_cam,
             img.pixels if self.keep_pixels else None,
             grid,
+            img.conversion,
         )
         return meta, views
 
@@ -332,6 +344,7 @@ class Identifier:
             exif_note=note,
             width=meta.width,
             height=meta.height,
+            conversion=meta.conversion,
             evidence=evidence,
             decided_by=fused.decided_by,
             contradiction=fused.contradiction,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import logging
 import struct
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from camid.errors import InputError
-from camid.io.image import read_file_bytes, sha256_bytes
+from camid.io.image import (
+    describe_conversion,
+    open_regular,
+    quiet_warnings,
+    read_file_bytes,
+    sha256_bytes,
+    verify_png,
+)
 
 # Annex K of the JPEG standard (ITU T.81): the example tables that libjpeg scales by quality
 # (natural row-major order; also used by camid.synth to write camera-like tables).
@@ -70,6 +76,7 @@ class ExifInfo:
     file_format: str | None = None
     jpeg_quality: float | None = None
     jpeg_quality_exact: bool | None = None
+    conversion: str | None = None
     quant_tables: dict[int, list[list[int]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -202,7 +209,8 @@ def read_exif(path: str | Path, data: bytes | None = None) -> ExifInfo:
     raw = data if data is not None else read_file_bytes(p)
     info = ExifInfo(path=str(p), sha256=sha256_bytes(raw))
     try:
-        tags = exifread.process_file(io.BytesIO(raw), details=False)
+        with quiet_warnings():
+            tags = exifread.process_file(io.BytesIO(raw), details=False)
     except Exception as exc:  # exifread raises many types on broken metadata
         tags = {}
         info.warnings.append(f"malformed EXIF ignored ({type(exc).__name__})")
@@ -223,14 +231,16 @@ def read_exif(path: str | Path, data: bytes | None = None) -> ExifInfo:
     info.exif_height = _int_tag(_tag(tags, "EXIF ExifImageLength"))
 
     try:
-        with warnings.catch_warnings(), Image.open(io.BytesIO(raw)) as img:
-            warnings.simplefilter("ignore")
+        with quiet_warnings(), Image.open(io.BytesIO(raw)) as img:
             info.width, info.height = img.size
             info.file_format = img.format
+            info.conversion = describe_conversion(img, img.format)
     except UnidentifiedImageError as exc:
         raise InputError(p, "not an image file (unrecognised format)") from exc
     except Exception:
         info.warnings.append("pixel data header could not be read")
+    if info.file_format == "PNG":
+        verify_png(p, raw)
     if raw[:2] == b"\xff\xd8":
         if raw.rstrip(b"\x00")[-2:] != b"\xff\xd9":
             info.warnings.append("JPEG has no end-of-image marker (truncated file?)")
@@ -262,15 +272,12 @@ def quick_camera(source: bytes | str | Path) -> str | None:
     files (FIFOs, devices) and malformed metadata give None, never an error.
     """
     try:
-        if isinstance(source, bytes | bytearray):
-            fh: io.BufferedIOBase | io.BytesIO = io.BytesIO(source)
-        else:
-            p = Path(source)
-            if not p.is_file():
-                return None
-            fh = open(p, "rb")  # noqa: SIM115 - closed below
-        with fh, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        fh = (
+            io.BytesIO(source)
+            if isinstance(source, bytes | bytearray)
+            else open_regular(source)  # a FIFO or device is never read
+        )
+        with fh, quiet_warnings():
             tags = exifread.process_file(fh, details=False, stop_tag="Model")
     except Exception:  # malformed metadata is "no EXIF", never an error
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,24 +24,57 @@ def parse_extensions(spec: str | None) -> frozenset[str]:
     return frozenset(p if p.startswith(".") else f".{p}" for p in parts)
 
 
-def _walk(folder: Path, recursive: bool, extensions: frozenset[str]) -> Iterable[Path]:
-    if not recursive:
-        for entry in sorted(folder.iterdir()):
-            if (
-                entry.is_file()
-                and not entry.name.startswith(".")
-                and (entry.suffix.lower() in extensions)
-            ):
-                yield entry
-        return
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            p = Path(root) / name
-            if p.suffix.lower() in extensions:
-                yield p
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """Words for what a file that is not a regular one is ("a FIFO (named pipe)", ...)."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    for test, words in _KINDS:
+        if test(mode):
+            return words
+    return "not a plain file"
+
+
+def _regular(p: Path) -> str | None:
+    """None for a regular file (symlinks followed), else why it is not one."""
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        return "no such file (dangling link)"
+    except OSError as exc:
+        return f"cannot read file ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    return f"not a regular file: {file_kind(mode)}"
+
+
+def _walk(
+    folder: Path, recursive: bool, extensions: frozenset[str], errors: list[InputError]
+) -> Iterable[Path]:
+    """Regular files with the extensions; matching entries that are not (a FIFO, a device,
+    a socket) become errors, folders are entered only with `recursive`."""
+    if recursive:
+        entries = []
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            entries.extend(Path(root) / name for name in sorted(files))
+    else:
+        entries = [e for e in sorted(folder.iterdir()) if not e.is_dir()]
+    for p in entries:
+        if p.name.startswith(".") or p.suffix.lower() not in extensions:
+            continue
+        reason = _regular(p)
+        if reason is None:
+            yield p
+        else:
+            errors.append(InputError(p, reason))
 
 
 def expand_inputs(
@@ -79,17 +113,23 @@ def expand_inputs(
 
 def _expand_one(p, recursive, extensions, add, errors) -> None:
     if p.is_dir():
+        walk_errors: list[InputError] = []
         try:
-            found = list(_walk(p, recursive, extensions))
+            found = list(_walk(p, recursive, extensions, walk_errors))
         except PermissionError:
             errors.append(InputError(p, "permission denied while listing the folder"))
             return
-        if not found:
+        errors.extend(walk_errors)
+        if not found and not walk_errors:
             hint = "" if recursive else " (use -r to look in sub-folders)"
             errors.append(InputError(p, f"folder has no image files{hint}"))
         for f in found:
             add(f)
     elif p.exists():
-        add(p)
+        reason = _regular(p)
+        if reason is None:
+            add(p)
+        else:
+            errors.append(InputError(p, reason))
     else:
         errors.append(InputError(p, "no such file or folder"))

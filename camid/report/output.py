@@ -12,7 +12,9 @@ import dataclasses
 import io
 import json
 import math
+import re
 import sys
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from enum import Enum
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape as escape_markup
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,6 +33,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 T = TypeVar("T")
 
@@ -68,20 +72,56 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+# Characters a terminal may act on: C0 and C1 controls, DEL, and the Unicode bidirectional
+# overrides/isolates and marks that reorder how the rest of a line is shown.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# What json.dumps(ensure_ascii=False) leaves raw of those (it escapes only C0 controls).
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _u_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """`text` with every control character shown as a JSON-style escape (ESC -> \\u001b),
+    so text from evidence can never drive a terminal. Markup is not interpreted anywhere
+    it is shown; `keep_newlines` leaves line breaks of messages alone."""
+    if keep_newlines:
+        return "\n".join(_CONTROL.sub(_u_escape, part) for part in text.split("\n"))
+    return _CONTROL.sub(_u_escape, text)
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A text cell that a spreadsheet will not run as a formula: a leading =, +, -, @, tab
+    or CR gets a single quote in front (OWASP's CSV-injection advice)."""
+    return "'" + text if text.startswith(_SPREADSHEET_TRIGGERS) else text
+
+
 def dumps(value: Any, indent: int | None = 2) -> str:
-    """JSON text of any camid result."""
-    return json.dumps(to_jsonable(value), indent=indent, ensure_ascii=False)
+    """JSON text of any camid result (terminal control characters always escaped)."""
+    text = json.dumps(to_jsonable(value), indent=indent, ensure_ascii=False)
+    # those characters can only occur inside JSON strings, where an escape is equivalent
+    return _JSON_UNSAFE.sub(_u_escape, text)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, csv_cell: bool = False) -> str:
+    """One value as plain, printable text; numbers stay numbers (also in CSV)."""
     value = to_jsonable(value)
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return str(value)
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return _JSON_UNSAFE.sub(_u_escape, text)
+    text = printable(str(value))
+    return spreadsheet_safe(text) if csv_cell else text
 
 
 class Output:
@@ -101,7 +141,7 @@ class Output:
             fmt = "table" if _isatty(self.stdout) else "json"
         self.fmt = fmt
         self.quiet = quiet
-        self.err_console = Console(file=self.stderr, highlight=False, soft_wrap=True)
+        self.err_console = Console(file=self.stderr, highlight=False, soft_wrap=True, emoji=False)
         self._buffer: list[dict] = []
         self.errors: list[str] = []
 
@@ -114,17 +154,30 @@ class Output:
     def info(self, msg: str) -> None:
         """An informational line on stderr (hidden by -q)."""
         if self.quiet < 1:
-            self.err_console.print(msg, markup=False, highlight=False)
+            self.err_console.print(Text(printable(msg, keep_newlines=True)))
 
     def warn(self, msg: str) -> None:
         """A warning on stderr (hidden by -qq)."""
         if self.quiet < 2:
-            self.err_console.print(f"Warning: {msg}", style="yellow", markup=False)
+            self.err_console.print(Text(f"Warning: {printable(msg, True)}", style="yellow"))
 
     def error(self, msg: str) -> None:
         """An error line on stderr; always shown and remembered for the exit code."""
         self.errors.append(msg)
-        self.err_console.print(f"Error: {msg}", style="red", markup=False, highlight=False)
+        self.err_console.print(Text(f"Error: {printable(msg, True)}", style="red"))
+
+    def route_warnings(self) -> None:
+        """Send Python warnings (from Pillow, numpy, torch ...) to `warn` as one line each,
+        for the rest of the process, instead of Python's two-line form with source code."""
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            text = " ".join(str(message).split())
+            try:
+                self.warn(text)
+            except (OSError, ValueError):  # this Output's stream is gone (an in-process rerun)
+                print(f"Warning: {printable(text)}", file=sys.__stderr__)
+
+        warnings.showwarning = show
 
     # -- progress -----------------------------------------------------------------------
     @property
@@ -142,7 +195,7 @@ class Output:
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         with self.progress_bar() as bar:
-            task = bar.add_task(description, total=total)
+            task = bar.add_task(escape_markup(printable(description)), total=total)
             for item in iterable:
                 yield item
                 bar.advance(task)
@@ -165,7 +218,7 @@ class Output:
     def record(self, rec: dict) -> None:
         """Add one result; ndjson prints it at once, other formats wait for `finish`."""
         if self.fmt == "ndjson":
-            self.stdout.write(json.dumps(to_jsonable(rec), ensure_ascii=False) + "\n")
+            self.stdout.write(dumps(rec, indent=None) + "\n")
             self.stdout.flush()
         else:
             self._buffer.append(rec)
@@ -210,21 +263,27 @@ class Output:
         if self.fmt == "csv":
             buf = io.StringIO()
             writer = csv.writer(buf, lineterminator="\n")
-            writer.writerow(cols)
+            writer.writerow([spreadsheet_safe(printable(str(c))) for c in cols])
             for rec in records:
-                writer.writerow([_cell(rec.get(c)) for c in cols])
+                writer.writerow([_cell(rec.get(c), csv_cell=True) for c in cols])
             self.stdout.write(buf.getvalue())
             return
         if not records:
             self.info("(no results)")
             return
-        table = Table(title=title, show_lines=False, header_style="bold")
+        # every title, header and cell is a rich Text: plain text, never markup or emoji codes
+        table = Table(
+            title=Text(printable(title)) if title else None, show_lines=False, header_style="bold"
+        )
         for c in cols:
-            table.add_column(c, overflow="fold")
+            table.add_column(Text(printable(str(c))), overflow="fold")
         for rec in records:
-            table.add_row(*[_cell(rec.get(c)) for c in cols])
+            table.add_row(*[Text(_cell(rec.get(c))) for c in cols])
         width = None if _isatty(self.stdout) else 200
-        Console(file=self.stdout, highlight=False, soft_wrap=False, width=width).print(table)
+        console = Console(
+            file=self.stdout, highlight=False, soft_wrap=False, width=width, emoji=False
+        )
+        console.print(table)
 
 
 def _columns(records: Sequence[dict]) -> list[str]:
