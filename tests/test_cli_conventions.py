@@ -161,3 +161,11 @@ def test_ctrl_c_during_start_up_exits_130_without_traceback(monkeypatch, capsys)
     assert main(["--version"]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "Interrupted."
+
+
+def test_top_level_errors_show_control_characters_escaped(tmp_path, capsys):
+    """A file name from evidence with an ESC sequence in an error that ends the command."""
+    evil = tmp_path / "x\x1b]0;pwned\x07.csv"
+    assert main(["dataset", "summary", str(evil)]) in (2, 3)
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "\\u001b]0;pwned\\u0007" in err

@@ -26,6 +26,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _say(msg: str) -> None:
+    """One line on stderr; text that came from evidence (file names) cannot drive the
+    terminal: control characters are shown escaped."""
+    try:
+        from camid.report.output import printable
+
+        msg = printable(msg)
+    except Exception:  # noqa: BLE001 - an interrupt or a broken install must still say it
+        msg = "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg)
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.write(msg + "\n")
         sys.stderr.flush()
