@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from camid import __version__
 from camid.data.augment import Manipulation
 from camid.engine.data import ViewSpec, extract_views, prefetch_map
 from camid.engine.predict import Aggregate, OpenSetRule, Predictor, aggregate, decision_logits
-from camid.errors import InputError
+from camid.errors import InputError, UsageError
 from camid.io.exif import camera_name, clean_text
 from camid.io.image import load_image, read_file_bytes
 from camid.models.store import ModelCard
@@ -191,6 +192,8 @@ class Identifier:
         self.temperature = float(
             temperature if temperature is not None else card.calibration.get("temperature", 1.0)
         )
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise UsageError(f"the temperature must be a finite number > 0, got {temperature}")
         self.keep_pixels = keep_pixels
         self.find_grid = find_grid
         self.head_calibration = {

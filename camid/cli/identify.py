@@ -53,12 +53,12 @@ def load_identifier(
     from camid.identify import Identifier
     from camid.models.store import load_model
 
+    for value in (unknown_threshold, min_agreement):
+        if value is not None and not 0 <= value <= 1:  # NaN fails too
+            raise UsageError("--unknown-threshold and --min-agreement must be between 0 and 1")
     dev = resolve_device(device)
     model, card = load_model(model_ref, dev)
     rule = OpenSetRule.from_card(card, unknown_threshold, min_agreement, trace_check)
-    threshold, agreement = rule.threshold, rule.min_agreement
-    if not 0 <= threshold <= 1 or not 0 <= agreement <= 1:
-        raise UsageError("--unknown-threshold and --min-agreement must be between 0 and 1")
     if batch_size < 1 or workers < 0 or top_k < 1:
         raise UsageError("--batch-size and --top-k must be positive, --workers >= 0")
     views = default_view_spec(card, max_views=max_views, d4=d4, region=region)
