@@ -7,9 +7,19 @@ from typing import Annotated, Any
 
 import typer
 
-from camid.cli.common import DeviceOpt, FormatOpt, JsonOpt, QuietOpt, SeedOpt, output_from
+from camid.cli.common import (
+    DeviceOpt,
+    FailedListOpt,
+    FormatOpt,
+    JsonOpt,
+    QuietOpt,
+    SeedOpt,
+    output_from,
+)
 from camid.data.patches import REGIONS
 from camid.engine.dist import env_dist
+from camid.errors import EXIT_INPUT
+from camid.io.atomic import write_text_atomic
 from camid.report.output import Format, Output
 
 
@@ -21,11 +31,17 @@ class _Live:
         self.bar = out.progress_bar() if out.show_progress else None
         self.task = None
         self.last_line = 0.0
+        self.unreadable: list[str] = []
 
     def __call__(self, ev: dict[str, Any]) -> None:
         kind = ev["event"]
         if kind == "info":
             self.out.info(ev["message"])
+        elif kind == "warning":
+            self.out.warn(ev["message"])
+        elif kind == "unreadable":
+            self.unreadable.append(ev["path"])
+            self.out.error(ev["message"])
         elif kind == "start":
             self.out.info(
                 f"training on {ev['train_images']} images ({len(ev['classes'])} classes), "
@@ -160,12 +176,15 @@ def register(app: typer.Typer) -> None:
         ] = None,
         device: DeviceOpt = "auto",
         seed: SeedOpt = 0,
+        failed_list: FailedListOpt = None,
         fmt: FormatOpt = Format.auto,
         json_: JsonOpt = False,
         quiet: QuietOpt = 0,
     ) -> None:
         """Train a camera-model classifier (seed-002 recipe) and add it to the registry.
 
+        Unreadable images are reported one line each and skipped when the rest still has
+        every class and validation images (exit code 3 then, the model is stored).
         Works the same under `torchrun --nproc_per_node N -m camid train ...` (DDP)."""
         from camid.data.dataset import load_dataset
         from camid.engine.train import TrainConfig
@@ -202,6 +221,8 @@ def register(app: typer.Typer) -> None:
             result = run_train(cfg, ds.samples, resume=resume, progress=live)
         finally:
             live.close()
+            if rank0 and failed_list is not None:
+                write_text_atomic(failed_list, "".join(f"{p}\n" for p in live.unreadable))
         if not rank0:
             return
         m = result.card.metrics
@@ -230,3 +251,6 @@ def register(app: typer.Typer) -> None:
             },
             title=f"trained {result.card.name}",
         )
+        if result.unreadable:
+            out.warn(f"{len(result.unreadable)} unreadable image(s) were left out of training")
+            raise typer.Exit(EXIT_INPUT)

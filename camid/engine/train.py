@@ -28,6 +28,7 @@ from camid.device import resolve_device
 from camid.engine import dist
 from camid.engine.calibration import fit_temperature, open_set_threshold
 from camid.engine.data import (
+    DEFAULT_CACHE_BYTES,
     BalancedSampler,
     ImageStore,
     TileStore,
@@ -37,10 +38,11 @@ from camid.engine.data import (
     collate_patches,
     plan_store,
     prefetch_map,
+    screen_images,
     to_input,
 )
 from camid.engine.predict import aggregate, autocast_context, decision_logits
-from camid.errors import UsageError
+from camid.errors import InputError, InputsError, IntegrityError, UsageError
 from camid.home import camid_home
 from camid.io.atomic import atomic_write
 from camid.models.registry import IMAGENET_MEAN, IMAGENET_STD, get_arch, get_model, head_names
@@ -101,6 +103,7 @@ class TrainResult:
     history: list[dict]
     stopped: str
     notes: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # images skipped, not readable
 
 
 @dataclass
@@ -165,6 +168,83 @@ def prepare_data(
         val_y=[index[target_of(s, target)] for s in val],  # type: ignore[index]
         notes=notes,
     )
+
+
+def dedupe_samples(samples: Sequence[Sample]) -> tuple[list[Sample], str | None]:
+    """Rows naming the same file (same resolved path) counted once, the first row kept;
+    returns the rows and a warning when there were duplicates."""
+    first: dict[str, Sample] = {}
+    dupes = conflicts = 0
+    for s in samples:
+        key = str(Path(s.path).resolve())
+        if key not in first:
+            first[key] = s
+            continue
+        dupes += 1
+        a = first[key]
+        conflicts += (a.camera, a.label, a.split) != (s.camera, s.label, s.split)
+    if not dupes:
+        return list(samples), None
+    note = f"{dupes} row(s) name a file listed before: each file counted once (its first row)"
+    if conflicts:
+        note += f"; {conflicts} of them disagree with that row on camera, label or split"
+    return list(first.values()), note
+
+
+def readable_data(
+    samples: Sequence[Sample], cfg: TrainConfig, emit: ProgressHook, main_rank: bool = True
+) -> tuple[PreparedData, dict[Path, np.ndarray], list[str]]:
+    """Training data without duplicate rows and without unreadable images.
+
+    Every training and validation image is decoded once up front, so all unreadable ones
+    are reported (an "unreadable" event each) before any training; they are skipped when
+    the rest still has every class and validation images, else InputsError. A run without
+    validation images is refused (it would store an unmeasured, uncalibrated model).
+    Returns (data, decoded pixels to reuse, unreadable paths).
+    """
+    unique, dup_note = dedupe_samples(samples)
+    if dup_note and main_rank:
+        emit({"event": "warning", "message": dup_note})
+    data = prepare_data(unique, cfg.target, cfg.val_fraction, cfg.seed)
+    paths = [s.path for s in data.train] + [s.path for s in data.val]
+    keep = {None: DEFAULT_CACHE_BYTES, True: 1 << 62, False: 0}[cfg.cache]
+    failed, decoded = screen_images(paths, max(1, torch.get_num_threads()), keep)
+    if failed:
+        if main_rank:
+            for p, err in failed.items():
+                emit({"event": "unreadable", "path": str(p), "message": _one_line(p, err)})
+            emit(
+                {
+                    "event": "warning",
+                    "message": f"{len(failed)} of {len(paths)} images could not be read: "
+                    "training without them",
+                }
+            )
+        short = f"{len(failed)} of {len(paths)} images could not be read"
+        try:
+            rest = prepare_data(
+                [s for s in unique if s.path not in failed], cfg.target, cfg.val_fraction, cfg.seed
+            )
+        except UsageError as exc:
+            raise InputsError(f"{short} and the rest does not suffice: {exc}") from exc
+        lost = sorted(set(data.classes) - set(rest.classes))
+        if lost:
+            raise InputsError(f"{short}, among them every image of {', '.join(map(repr, lost))}")
+        data = rest
+    if not data.val:
+        why = (
+            "training would store a model with 0 validation images (unmeasured and "
+            "uncalibrated): give each class at least 2 images and a validation fraction "
+            "above 0, or mark validation rows with split=val"
+        )
+        raise InputsError(f"{short}; {why}") if failed else UsageError(why)
+    return data, decoded, [str(p) for p in failed]
+
+
+def _one_line(path: Path, err: Exception) -> str:
+    """A one-line message naming the file."""
+    text = str(err) if isinstance(err, (InputError, IntegrityError)) else f"{path}: {err}"
+    return " ".join(text.split())
 
 
 def run_dir(name: str, home: Path | None = None) -> Path:
@@ -307,7 +387,7 @@ def _train(
 ) -> TrainResult:
     if not cfg.overwrite and not resume and _in_registry(cfg.name, home):
         raise UsageError(f"a model named {cfg.name!r} exists; choose another --name or --overwrite")
-    data = prepare_data(samples, cfg.target, cfg.val_fraction, cfg.seed)
+    data, decoded, unreadable = readable_data(samples, cfg, emit, info.is_main)
     for n in data.notes:
         emit({"event": "info", "message": n})
     # seeds first: the network's initial weights depend only on --seed
@@ -351,8 +431,9 @@ def _train(
         )
         train_store.preload(workers=max(1, torch.get_num_threads()))
     else:
-        train_store = ImageStore([s.path for s in data.train], cache=cache)
-    val_images = ImageStore([s.path for s in data.val], cache=cache)
+        train_store = ImageStore([s.path for s in data.train], cache=cache, decoded=decoded)
+    val_images = ImageStore([s.path for s in data.val], cache=cache, decoded=decoded)
+    decoded = {}  # the stores hold what they need
     val_store: ImageStore | ViewCache = val_images
     if cache:
         emit({"event": "info", "message": f"decoding {len(all_paths)} images into memory"})
@@ -588,6 +669,7 @@ def _train(
         "train_accuracy": last.get("train_accuracy"),
         "train_images": len(data.train),
         "val_images": len(data.val),
+        "unreadable_skipped": len(unreadable),
         "seconds": sum(h["seconds"] for h in history),
         "train_patches_per_s": last.get("train_patches_per_s"),
         "stopped": stopped,
@@ -619,7 +701,9 @@ def _train(
 
         training_curve(history, curve_path, title=f"{cfg.name} ({cfg.arch})")
     dist.barrier(info)
-    return TrainResult(card, model_path, curve_path, ckpt_path, history, stopped, data.notes)
+    return TrainResult(
+        card, model_path, curve_path, ckpt_path, history, stopped, data.notes, unreadable
+    )
 
 
 def _in_registry(name: str, home: Path | None) -> bool:
