@@ -51,8 +51,9 @@ class _Live:
             if self.bar is not None:
                 self.bar.start()
         elif kind == "batch":
+            of = f"/{ev['epochs']}" if ev["epochs"] else ""
             desc = (
-                f"epoch {ev['epoch']}/{ev['epochs']} loss {ev['loss']:.3f} "
+                f"epoch {ev['epoch']}{of} loss {ev['loss']:.3f} "
                 f"acc {ev['accuracy']:.3f} {ev['images_per_s']:.1f} img/s "
                 f"({ev['patches_per_s']:.0f} crops/s) ETA {ev['eta_s']:.0f}s"
             )
@@ -121,12 +122,25 @@ def register(app: typer.Typer) -> None:
                 help="Crops drawn per image per epoch (default 16 patch nets, 1 big nets)."
             ),
         ] = None,
-        epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 20,
+        epochs: Annotated[
+            int | None,
+            typer.Option(
+                help="Maximum epochs (default 20; with --time-budget alone: until the budget "
+                "runs out or validation stops improving, see --patience)."
+            ),
+        ] = None,
         batch_size: Annotated[int, typer.Option(help="Crops per step per process.")] = 32,
         lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
         time_budget: Annotated[
             float | None,
             typer.Option(help="Stop after about this many seconds of training (best model kept)."),
+        ] = None,
+        patience: Annotated[
+            int | None,
+            typer.Option(
+                help="Stop after this many epochs without a better validation score "
+                "(default 8 with --time-budget and no --epochs, else off; 0: off)."
+            ),
         ] = None,
         d4: Annotated[
             bool,
@@ -205,6 +219,7 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             lr=lr,
             time_budget=time_budget,
+            patience=patience,
             d4=d4,
             manipulate=manipulate,
             balanced=balanced,

@@ -10,6 +10,7 @@ on the validation views; resumable from an atomic per-epoch checkpoint; DDP unde
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -51,6 +52,10 @@ from camid.models.store import ModelCard, check_name, models_dir, resolve_model_
 TARGETS = ("camera", "label")
 CHECKPOINT_FORMAT = 1
 DEFAULT_UNKNOWN_THRESHOLD = 0.5
+DEFAULT_EPOCHS = 20
+DEFAULT_PATIENCE = 8
+"""Epochs without a better validation score before an open-ended run (a time budget and
+no epoch count) stops."""
 
 ProgressHook = Callable[[dict[str, Any]], None]
 
@@ -65,11 +70,12 @@ class TrainConfig:
     patch: int | None = None  # training crop; default: the architecture's input size
     large: int | None = None  # large crop before manipulation; default 2 x patch
     patches_per_image: int | None = None  # default 16 for patch nets, 1 for big nets
-    epochs: int = 20
+    epochs: int | None = None  # default 20; None with a time budget: budget or patience
     batch_size: int = 32  # crops per optimiser step (per process)
     lr: float = 1e-3
     weight_decay: float = 0.0
     time_budget: float | None = None  # seconds of training; stops early, keeps the best
+    patience: int | None = None  # stop after this many epochs without a better validation
     d4: bool = False
     manipulate: bool = True
     manipulate_p: float = 0.5
@@ -292,14 +298,23 @@ def _resolve_config(cfg: TrainConfig) -> tuple[TrainConfig, str]:
     if large < patch:
         raise UsageError("the large crop must not be smaller than the training crop")
     ppi = cfg.patches_per_image or (16 if info.family == "patch" else 1)
-    if cfg.epochs < 1 or cfg.batch_size < 1 or ppi < 1 or not cfg.lr > 0:
+    open_ended = cfg.epochs is None and cfg.time_budget is not None
+    epochs = None if open_ended else (cfg.epochs or DEFAULT_EPOCHS)
+    if (epochs is not None and epochs < 1) or cfg.batch_size < 1 or ppi < 1 or not cfg.lr > 0:
         raise UsageError("epochs, batch size, patches per image and lr must be positive")
-    if cfg.time_budget is not None and cfg.time_budget <= 0:
+    if cfg.time_budget is not None and not cfg.time_budget > 0:
         raise UsageError("the time budget must be positive")
-    return (
-        TrainConfig(**{**asdict(cfg), "patch": patch, "large": large, "patches_per_image": ppi}),
-        info.family,
-    )
+    patience = cfg.patience if cfg.patience is not None else (DEFAULT_PATIENCE if open_ended else 0)
+    if patience < 0:
+        raise UsageError("the patience must be 0 (off) or a number of epochs")
+    changes = {
+        "patch": patch,
+        "large": large,
+        "patches_per_image": ppi,
+        "epochs": epochs,
+        "patience": patience,
+    }
+    return TrainConfig(**{**asdict(cfg), **changes}), info.family
 
 
 def _validate(
@@ -391,7 +406,8 @@ def _train(
     t_run = time.perf_counter()
     stopped = "epochs"
     epoch = run.start_epoch - 1
-    for epoch in range(run.start_epoch, cfg.epochs):
+    epochs = range(run.start_epoch, cfg.epochs) if cfg.epochs else itertools.count(epoch + 1)
+    for epoch in epochs:
         t_epoch = time.perf_counter()
         stats = _train_one_epoch(run, epoch, t_epoch, t_run)
         per_image, vm = _validate_epoch(run)
@@ -786,14 +802,29 @@ def _checkpoint(run: _Run, epoch: int, elapsed: float) -> None:
 def _stop_reason(
     run: _Run, epoch: int, row: dict[str, Any], elapsed: float, cut_short: bool
 ) -> str | None:
-    """Why training stops after this epoch (before its last one), or None to go on."""
+    """Why training stops after this epoch (before its last one), or None to go on.
+
+    The time budget stops when another epoch would not fit; patience (when set) stops
+    after that many epochs without a better validation score (`_is_better`).
+    """
     cfg = run.cfg
     if cut_short:
         return "time budget"
+    more = cfg.epochs is None or epoch + 1 < cfg.epochs
     if cfg.time_budget is not None:
         decision = dist.broadcast(elapsed + row["seconds"] > cfg.time_budget, run.info)
-        if decision and epoch + 1 < cfg.epochs:
+        if decision and more:
             return "time budget"
+    since = epoch + 1 - run.best["epoch"] if run.best else 0
+    if cfg.patience and more and since >= cfg.patience:
+        run.emit(
+            {
+                "event": "info",
+                "message": f"no better validation score in {since} epochs (best: epoch "
+                f"{run.best['epoch'] if run.best else '-'}): stopping",
+            }
+        )
+        return "patience"
     return None
 
 
