@@ -38,6 +38,12 @@ class InputError(CamidError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class InputsError(CamidError):
+    """Too many inputs of a job could not be read for it to go on (each was reported)."""
+
+    exit_code = EXIT_INPUT
+
+
 class IntegrityError(CamidError):
     """A model or fingerprint file that failed its format or hash checks."""
 

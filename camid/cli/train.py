@@ -7,8 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
-from camid.cli.common import DeviceOpt, FormatOpt, JsonOpt, QuietOpt, SeedOpt, output_from
+from camid.cli.common import (
+    DeviceOpt,
+    FailedListOpt,
+    FormatOpt,
+    JsonOpt,
+    QuietOpt,
+    SeedOpt,
+    output_from,
+)
 from camid.data.patches import REGIONS
+from camid.errors import EXIT_INPUT
+from camid.io.atomic import write_text_atomic
 from camid.report.output import Format, Output
 
 
@@ -20,11 +30,17 @@ class _Live:
         self.bar = out.progress_bar() if out.show_progress else None
         self.task = None
         self.last_line = 0.0
+        self.unreadable: list[str] = []
 
     def __call__(self, ev: dict[str, Any]) -> None:
         kind = ev["event"]
         if kind == "info":
             self.out.info(ev["message"])
+        elif kind == "warning":
+            self.out.warn(ev["message"])
+        elif kind == "unreadable":
+            self.unreadable.append(ev["path"])
+            self.out.error(ev["message"])
         elif kind == "start":
             self.out.info(
                 f"training on {ev['train_images']} images ({len(ev['classes'])} classes), "
@@ -34,8 +50,9 @@ class _Live:
             if self.bar is not None:
                 self.bar.start()
         elif kind == "batch":
+            of = f"/{ev['epochs']}" if ev["epochs"] else ""
             desc = (
-                f"epoch {ev['epoch']}/{ev['epochs']} loss {ev['loss']:.3f} "
+                f"epoch {ev['epoch']}{of} loss {ev['loss']:.3f} "
                 f"acc {ev['accuracy']:.3f} {ev['images_per_s']:.1f} img/s "
                 f"({ev['patches_per_s']:.0f} crops/s) ETA {ev['eta_s']:.0f}s"
             )
@@ -104,12 +121,25 @@ def register(app: typer.Typer) -> None:
                 help="Crops drawn per image per epoch (default 16 patch nets, 1 big nets)."
             ),
         ] = None,
-        epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 20,
+        epochs: Annotated[
+            int | None,
+            typer.Option(
+                help="Maximum epochs (default 20; with --time-budget alone: until the budget "
+                "runs out or validation stops improving, see --patience)."
+            ),
+        ] = None,
         batch_size: Annotated[int, typer.Option(help="Crops per step per process.")] = 32,
         lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
         time_budget: Annotated[
             float | None,
             typer.Option(help="Stop after about this many seconds of training (best model kept)."),
+        ] = None,
+        patience: Annotated[
+            int | None,
+            typer.Option(
+                help="Stop after this many epochs without a better validation score "
+                "(default 8 with --time-budget and no --epochs, else off; 0: off)."
+            ),
         ] = None,
         d4: Annotated[
             bool,
@@ -159,12 +189,15 @@ def register(app: typer.Typer) -> None:
         ] = None,
         device: DeviceOpt = "auto",
         seed: SeedOpt = 0,
+        failed_list: FailedListOpt = None,
         fmt: FormatOpt = Format.auto,
         json_: JsonOpt = False,
         quiet: QuietOpt = 0,
     ) -> None:
         """Train a camera-model classifier (seed-002 recipe) and add it to the registry.
 
+        Unreadable images are reported one line each and skipped when the rest still has
+        every class and validation images (exit code 3 then, the model is stored).
         Works the same under `torchrun --nproc_per_node N -m camid train ...` (DDP)."""
         from camid.data.dataset import load_dataset
         from camid.engine.dist import env_dist
@@ -186,6 +219,7 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             lr=lr,
             time_budget=time_budget,
+            patience=patience,
             d4=d4,
             manipulate=manipulate,
             balanced=balanced,
@@ -202,6 +236,8 @@ def register(app: typer.Typer) -> None:
             result = run_train(cfg, ds.samples, resume=resume, progress=live)
         finally:
             live.close()
+            if rank0 and failed_list is not None:
+                write_text_atomic(failed_list, "".join(f"{p}\n" for p in live.unreadable))
         if not rank0:
             return
         m = result.card.metrics
@@ -230,3 +266,6 @@ def register(app: typer.Typer) -> None:
             },
             title=f"trained {result.card.name}",
         )
+        if result.unreadable:
+            out.warn(f"{len(result.unreadable)} unreadable image(s) were left out of training")
+            raise typer.Exit(EXIT_INPUT)

@@ -41,10 +41,16 @@ DEFAULT_CACHE_BYTES = 1_500_000_000
 class ImageStore:
     """Decoded pixels of a list of files: all in memory (cache) or decoded on demand."""
 
-    def __init__(self, paths: Sequence[Path], cache: bool = False) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        cache: bool = False,
+        decoded: dict[Path, np.ndarray] | None = None,
+    ) -> None:
         self.paths = [Path(p) for p in paths]
         self.cache = cache
-        self._pixels: list[np.ndarray | None] = [None] * len(self.paths)
+        held = decoded if cache and decoded else {}
+        self._pixels: list[np.ndarray | None] = [held.get(p) for p in self.paths]
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -164,6 +170,31 @@ class TileStore:
     def nbytes(self) -> int:
         """Bytes held once preloaded."""
         return len(self.paths) * self.per_image * self.tile * self.tile * 3
+
+
+def screen_images(
+    paths: Sequence[Path], workers: int = 2, keep_bytes: int = DEFAULT_CACHE_BYTES
+) -> tuple[dict[Path, Exception], dict[Path, np.ndarray]]:
+    """Decode every image once: (the unreadable ones with their errors, decoded pixels).
+
+    Pixels are kept while they total at most `keep_bytes` (then none are), so a set small
+    enough to cache whole is not decoded twice (see ImageStore's `decoded`).
+    """
+    failed: dict[Path, Exception] = {}
+    kept: dict[Path, np.ndarray] = {}
+    held = 0
+    keeping = keep_bytes > 0
+    for p, res in zip(paths, prefetch_map(load_image, paths, workers), strict=True):
+        if isinstance(res, Exception):
+            failed[Path(p)] = res
+        elif keeping:
+            held += res.pixels.nbytes
+            keeping = held <= keep_bytes
+            if keeping:
+                kept[Path(p)] = res.pixels
+            else:
+                kept.clear()
+    return failed, kept
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from scipy.special import softmax
 from torch import nn
 
 from camid.engine.data import ViewSpec, to_input
+from camid.errors import UsageError
 from camid.models.registry import get_arch, head_names
 from camid.models.store import ModelCard
 
@@ -205,10 +207,11 @@ def aggregate(logits: np.ndarray, temperature: float = 1.0, method: str = "mean"
     n, c = logits.shape
     if n == 0:
         return Aggregate(np.full(c, 1.0 / c), np.zeros(c), 0)
-    if method == "geometric":
-        probs = softmax(logits.mean(axis=0) / temperature)
-    else:
-        probs = softmax(logits / temperature, axis=1).mean(axis=0)
+    with np.errstate(all="ignore"):  # non-finite results are refused by OpenSetRule.decide
+        if method == "geometric":
+            probs = softmax(logits.mean(axis=0) / temperature)
+        else:
+            probs = softmax(logits / temperature, axis=1).mean(axis=0)
     votes = np.bincount(logits.argmax(axis=1), minlength=c) / n
     return Aggregate(probs, votes, n)
 
@@ -226,6 +229,13 @@ class OpenSetRule:
     threshold: float = 0.5
     min_agreement: float = 0.0
     support: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        limits = {"threshold": self.threshold, "min_agreement": self.min_agreement}
+        limits.update({f"support threshold of {k}": v for k, v in self.support.items()})
+        for what, value in limits.items():
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise UsageError(f"the {what} must be a number in [0, 1], got {value}")
 
     @classmethod
     def from_card(
@@ -248,11 +258,15 @@ class OpenSetRule:
 
     def decide(self, agg: Aggregate, classes: list[str]) -> tuple[bool, str]:
         """(known, reason) for one aggregated image."""
+        if agg.n_views == 0:
+            return False, "no views could be taken from the image"
+        heads = agg.heads.values() if agg.heads else ()
+        if not all(np.isfinite(v).all() for v in (agg.probs, agg.votes, *heads)):
+            # NaN compares False with every threshold: never let it through as a decision
+            return False, "non-finite probabilities"
         p = float(agg.probs[agg.top])
         name = classes[agg.top]
         votes = f"{agg.agreement:.0%} of {agg.n_views} views vote for it"
-        if agg.n_views == 0:
-            return False, "no views could be taken from the image"
         if p < self.threshold:
             return False, (
                 f"weak evidence: best match {name!r} has probability {p:.2f} < "

@@ -10,6 +10,7 @@ on the validation views; resumable from an atomic per-epoch checkpoint; DDP unde
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from camid.device import resolve_device
 from camid.engine import dist
 from camid.engine.calibration import fit_temperature, open_set_threshold
 from camid.engine.data import (
+    DEFAULT_CACHE_BYTES,
     BalancedSampler,
     ImageStore,
     TileStore,
@@ -37,10 +39,11 @@ from camid.engine.data import (
     collate_patches,
     plan_store,
     prefetch_map,
+    screen_images,
     to_input,
 )
 from camid.engine.predict import aggregate, autocast_context, decision_logits
-from camid.errors import UsageError
+from camid.errors import InputError, InputsError, IntegrityError, UsageError
 from camid.home import camid_home
 from camid.io.atomic import atomic_write
 from camid.models.registry import IMAGENET_MEAN, IMAGENET_STD, get_arch, get_model, head_names
@@ -49,6 +52,10 @@ from camid.models.store import ModelCard, check_name, models_dir, resolve_model_
 TARGETS = ("camera", "label")
 CHECKPOINT_FORMAT = 1
 DEFAULT_UNKNOWN_THRESHOLD = 0.5
+DEFAULT_EPOCHS = 20
+DEFAULT_PATIENCE = 8
+"""Epochs without a better validation score before an open-ended run (a time budget and
+no epoch count) stops."""
 
 ProgressHook = Callable[[dict[str, Any]], None]
 
@@ -63,11 +70,12 @@ class TrainConfig:
     patch: int | None = None  # training crop; default: the architecture's input size
     large: int | None = None  # large crop before manipulation; default 2 x patch
     patches_per_image: int | None = None  # default 16 for patch nets, 1 for big nets
-    epochs: int = 20
+    epochs: int | None = None  # default 20; None with a time budget: budget or patience
     batch_size: int = 32  # crops per optimiser step (per process)
     lr: float = 1e-3
     weight_decay: float = 0.0
     time_budget: float | None = None  # seconds of training; stops early, keeps the best
+    patience: int | None = None  # stop after this many epochs without a better validation
     d4: bool = False
     manipulate: bool = True
     manipulate_p: float = 0.5
@@ -101,6 +109,7 @@ class TrainResult:
     history: list[dict]
     stopped: str
     notes: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # images skipped, not readable
 
 
 @dataclass
@@ -167,6 +176,83 @@ def prepare_data(
     )
 
 
+def dedupe_samples(samples: Sequence[Sample]) -> tuple[list[Sample], str | None]:
+    """Rows naming the same file (same resolved path) counted once, the first row kept;
+    returns the rows and a warning when there were duplicates."""
+    first: dict[str, Sample] = {}
+    dupes = conflicts = 0
+    for s in samples:
+        key = str(Path(s.path).resolve())
+        if key not in first:
+            first[key] = s
+            continue
+        dupes += 1
+        a = first[key]
+        conflicts += (a.camera, a.label, a.split) != (s.camera, s.label, s.split)
+    if not dupes:
+        return list(samples), None
+    note = f"{dupes} row(s) name a file listed before: each file counted once (its first row)"
+    if conflicts:
+        note += f"; {conflicts} of them disagree with that row on camera, label or split"
+    return list(first.values()), note
+
+
+def readable_data(
+    samples: Sequence[Sample], cfg: TrainConfig, emit: ProgressHook, main_rank: bool = True
+) -> tuple[PreparedData, dict[Path, np.ndarray], list[str]]:
+    """Training data without duplicate rows and without unreadable images.
+
+    Every training and validation image is decoded once up front, so all unreadable ones
+    are reported (an "unreadable" event each) before any training; they are skipped when
+    the rest still has every class and validation images, else InputsError. A run without
+    validation images is refused (it would store an unmeasured, uncalibrated model).
+    Returns (data, decoded pixels to reuse, unreadable paths).
+    """
+    unique, dup_note = dedupe_samples(samples)
+    if dup_note and main_rank:
+        emit({"event": "warning", "message": dup_note})
+    data = prepare_data(unique, cfg.target, cfg.val_fraction, cfg.seed)
+    paths = [s.path for s in data.train] + [s.path for s in data.val]
+    keep = {None: DEFAULT_CACHE_BYTES, True: 1 << 62, False: 0}[cfg.cache]
+    failed, decoded = screen_images(paths, max(1, torch.get_num_threads()), keep)
+    if failed:
+        if main_rank:
+            for p, err in failed.items():
+                emit({"event": "unreadable", "path": str(p), "message": _one_line(p, err)})
+            emit(
+                {
+                    "event": "warning",
+                    "message": f"{len(failed)} of {len(paths)} images could not be read: "
+                    "training without them",
+                }
+            )
+        short = f"{len(failed)} of {len(paths)} images could not be read"
+        try:
+            rest = prepare_data(
+                [s for s in unique if s.path not in failed], cfg.target, cfg.val_fraction, cfg.seed
+            )
+        except UsageError as exc:
+            raise InputsError(f"{short} and the rest does not suffice: {exc}") from exc
+        lost = sorted(set(data.classes) - set(rest.classes))
+        if lost:
+            raise InputsError(f"{short}, among them every image of {', '.join(map(repr, lost))}")
+        data = rest
+    if not data.val:
+        why = (
+            "training would store a model with 0 validation images (unmeasured and "
+            "uncalibrated): give each class at least 2 images and a validation fraction "
+            "above 0, or mark validation rows with split=val"
+        )
+        raise InputsError(f"{short}; {why}") if failed else UsageError(why)
+    return data, decoded, [str(p) for p in failed]
+
+
+def _one_line(path: Path, err: Exception) -> str:
+    """A one-line message naming the file."""
+    text = str(err) if isinstance(err, (InputError, IntegrityError)) else f"{path}: {err}"
+    return " ".join(text.split())
+
+
 def run_dir(name: str, home: Path | None = None) -> Path:
     """Folder of a run's resumable checkpoint: <camid_home>/runs/<name>/."""
     d = (home or camid_home()) / "runs" / name
@@ -212,14 +298,23 @@ def _resolve_config(cfg: TrainConfig) -> tuple[TrainConfig, str]:
     if large < patch:
         raise UsageError("the large crop must not be smaller than the training crop")
     ppi = cfg.patches_per_image or (16 if info.family == "patch" else 1)
-    if cfg.epochs < 1 or cfg.batch_size < 1 or ppi < 1 or not cfg.lr > 0:
+    open_ended = cfg.epochs is None and cfg.time_budget is not None
+    epochs = None if open_ended else (cfg.epochs or DEFAULT_EPOCHS)
+    if (epochs is not None and epochs < 1) or cfg.batch_size < 1 or ppi < 1 or not cfg.lr > 0:
         raise UsageError("epochs, batch size, patches per image and lr must be positive")
-    if cfg.time_budget is not None and cfg.time_budget <= 0:
+    if cfg.time_budget is not None and not cfg.time_budget > 0:
         raise UsageError("the time budget must be positive")
-    return (
-        TrainConfig(**{**asdict(cfg), "patch": patch, "large": large, "patches_per_image": ppi}),
-        info.family,
-    )
+    patience = cfg.patience if cfg.patience is not None else (DEFAULT_PATIENCE if open_ended else 0)
+    if patience < 0:
+        raise UsageError("the patience must be 0 (off) or a number of epochs")
+    changes = {
+        "patch": patch,
+        "large": large,
+        "patches_per_image": ppi,
+        "epochs": epochs,
+        "patience": patience,
+    }
+    return TrainConfig(**{**asdict(cfg), **changes}), info.family
 
 
 def _validate(
@@ -305,9 +400,96 @@ def _train(
     device: torch.device,
     info: dist.DistInfo,
 ) -> TrainResult:
+    """The outline: prepare, then per epoch train -> validate -> checkpoint, then the card."""
+    run = _prepare(cfg, family, samples, resume, home, emit, device, info)
+    emit(_start_event(run))
+    t_run = time.perf_counter()
+    stopped = "epochs"
+    epoch = run.start_epoch - 1
+    epochs = range(run.start_epoch, cfg.epochs) if cfg.epochs else itertools.count(epoch + 1)
+    for epoch in epochs:
+        t_epoch = time.perf_counter()
+        stats = _train_one_epoch(run, epoch, t_epoch, t_run)
+        per_image, vm = _validate_epoch(run)
+        row = _epoch_row(run, epoch, stats, vm, t_epoch)
+        run.history.append(row)
+        run.scheduler.step(vm.get("val_loss", row["train_loss"]))
+        _keep_if_best(run, epoch, vm, per_image)
+        elapsed = run.elapsed_before + time.perf_counter() - t_run
+        _checkpoint(run, epoch, elapsed)
+        emit(
+            {
+                "event": "epoch",
+                **row,
+                "best_epoch": run.best["epoch"] if run.best else None,
+                "checkpoint": str(run.ckpt_path),
+            }
+        )
+        reason = _stop_reason(run, epoch, row, elapsed, stats.cut_short)
+        if reason is not None:
+            stopped = reason
+            break
+    return _finish(run, epoch, stopped, home)
+
+
+@dataclass
+class _Run:
+    """Everything a training run carries from one epoch to the next."""
+
+    cfg: TrainConfig
+    family: str
+    data: PreparedData
+    unreadable: list[str]
+    card: ModelCard
+    model: nn.Module
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    device: torch.device
+    info: dist.DistInfo
+    emit: ProgressHook
+    dataset: TrainPatches
+    sampler: BalancedSampler
+    workers: int
+    images_per_step: int
+    val_store: ImageStore | ViewCache
+    val_spec: ViewSpec
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    ckpt_path: Path
+    loss_fn: nn.Module = field(default_factory=nn.CrossEntropyLoss)
+    start_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    elapsed_before: float = 0.0
+    resumed: bool = False
+
+
+@dataclass
+class _EpochStats:
+    """What one epoch of training steps saw."""
+
+    seen: int
+    loss_sum: float
+    correct: int
+    train_time: float
+    cut_short: bool
+
+
+def _prepare(
+    cfg: TrainConfig,
+    family: str,
+    samples: Sequence[Sample],
+    resume: bool,
+    home: Path | None,
+    emit: ProgressHook,
+    device: torch.device,
+    info: dist.DistInfo,
+) -> _Run:
+    """Data, network, card, stores, optimiser and (with `resume`) the restored state."""
     if not cfg.overwrite and not resume and _in_registry(cfg.name, home):
         raise UsageError(f"a model named {cfg.name!r} exists; choose another --name or --overwrite")
-    data = prepare_data(samples, cfg.target, cfg.val_fraction, cfg.seed)
+    data, decoded, unreadable = readable_data(samples, cfg, emit, info.is_main)
     for n in data.notes:
         emit({"event": "info", "message": n})
     # seeds first: the network's initial weights depend only on --seed
@@ -333,6 +515,77 @@ def _train(
         d4=False,
         region=cfg.region,
     )
+    dataset, val_store = _stores(cfg, data, decoded, val_spec, emit)
+    sampler = BalancedSampler(
+        data.train_y,
+        balanced=cfg.balanced,
+        seed=cfg.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    workers = (
+        cfg.workers
+        if cfg.workers is not None
+        else (min(8, max(1, (torch.get_num_threads() or 2) - 1)) if device.type == "cuda" else 0)
+    )
+    model, net, optimizer, scheduler = _optimisation(cfg, model, device, info)
+    use_amp = cfg.amp and device.type == "cuda"
+    run = _Run(
+        cfg=cfg,
+        family=family,
+        data=data,
+        unreadable=unreadable,
+        card=card,
+        model=model,
+        net=net,
+        device=device,
+        info=info,
+        emit=emit,
+        dataset=dataset,
+        sampler=sampler,
+        workers=workers,
+        images_per_step=max(1, cfg.batch_size // int(cfg.patches_per_image)),
+        val_store=val_store,
+        val_spec=val_spec,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler("cuda", enabled=use_amp),
+        use_amp=use_amp,
+        ckpt_path=run_dir(cfg.name, home) / "checkpoint.pt",
+    )
+    if resume:
+        _restore(run)
+    return run
+
+
+def _optimisation(
+    cfg: TrainConfig, model: nn.Module, device: torch.device, info: dist.DistInfo
+) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, Any]:
+    """The model on its device, its DDP wrapper (or itself), Adam and ReduceLROnPlateau."""
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    net: nn.Module = model
+    if info.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if device.type == "cuda" else None
+        )
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+    )
+    return model, net, optimizer, scheduler
+
+
+def _stores(
+    cfg: TrainConfig,
+    data: PreparedData,
+    decoded: dict[Path, np.ndarray],
+    val_spec: ViewSpec,
+    emit: ProgressHook,
+) -> tuple[TrainPatches, ImageStore | ViewCache]:
+    """How the images are held (whole, tiles or decoded each epoch; see `plan_store`):
+    the training patch set and the validation views."""
     all_paths = [s.path for s in data.train] + [s.path for s in data.val]
     plan = plan_store(all_paths, int(cfg.large), cfg.cache)
     cache = plan.mode == "cache"
@@ -351,8 +604,8 @@ def _train(
         )
         train_store.preload(workers=max(1, torch.get_num_threads()))
     else:
-        train_store = ImageStore([s.path for s in data.train], cache=cache)
-    val_images = ImageStore([s.path for s in data.val], cache=cache)
+        train_store = ImageStore([s.path for s in data.train], cache=cache, decoded=decoded)
+    val_images = ImageStore([s.path for s in data.val], cache=cache, decoded=decoded)
     val_store: ImageStore | ViewCache = val_images
     if cache:
         emit({"event": "info", "message": f"decoding {len(all_paths)} images into memory"})
@@ -368,233 +621,260 @@ def _train(
         region=cfg.region,
     )
     dataset = TrainPatches(train_store, data.train_y, recipe, int(cfg.patches_per_image), cfg.seed)
-    sampler = BalancedSampler(
-        data.train_y,
-        balanced=cfg.balanced,
-        seed=cfg.seed,
-        rank=info.rank,
-        world_size=info.world_size,
-    )
-    workers = (
-        cfg.workers
-        if cfg.workers is not None
-        else (min(8, max(1, (torch.get_num_threads() or 2) - 1)) if device.type == "cuda" else 0)
-    )
-    images_per_step = max(1, cfg.batch_size // int(cfg.patches_per_image))
+    return dataset, val_store
 
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    net: nn.Module = model
-    if info.enabled:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if device.type == "cuda" else None
-        )
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
-    )
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loss_fn = nn.CrossEntropyLoss()
 
-    ckpt_path = run_dir(cfg.name, home) / "checkpoint.pt"
-    start_epoch, history = 0, []
-    best: dict[str, Any] | None = None
-    elapsed_before = 0.0
-    if resume:
-        if not ckpt_path.is_file():
-            raise UsageError(f"nothing to resume: no checkpoint at {ckpt_path}")
-        state = load_checkpoint(ckpt_path)
-        if (
-            state["classes"] != data.classes
-            or state["config"]["arch"] != cfg.arch
-            or (state["config"]["patch"] != cfg.patch)
-        ):
-            raise UsageError(
-                "the checkpoint was made with another architecture, patch size or class list; "
-                "train afresh without --resume"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if use_amp and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_torch"])
-        start_epoch = int(state["epoch"]) + 1
-        history = list(state["history"])
-        best = state.get("best")
-        elapsed_before = float(state.get("elapsed", 0.0))
-        emit({"event": "info", "message": f"resuming after epoch {start_epoch} from {ckpt_path}"})
+def _restore(run: _Run) -> None:
+    """Continue from the run's checkpoint: weights, optimiser, scheduler, RNG, history."""
+    cfg, path = run.cfg, run.ckpt_path
+    if not path.is_file():
+        raise UsageError(f"nothing to resume: no checkpoint at {path}")
+    state = load_checkpoint(path)
+    if (
+        state["classes"] != run.data.classes
+        or state["config"]["arch"] != cfg.arch
+        or (state["config"]["patch"] != cfg.patch)
+    ):
+        raise UsageError(
+            "the checkpoint was made with another architecture, patch size or class list; "
+            "train afresh without --resume"
+        )
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.use_amp and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng_torch"])
+    run.start_epoch = int(state["epoch"]) + 1
+    run.history = list(state["history"])
+    run.best = state.get("best")
+    run.elapsed_before = float(state.get("elapsed", 0.0))
+    run.resumed = True
+    run.emit({"event": "info", "message": f"resuming after epoch {run.start_epoch} from {path}"})
 
-    emit(
-        {
-            "event": "start",
-            "epochs": cfg.epochs,
-            "start_epoch": start_epoch,
-            "train_images": len(data.train),
-            "val_images": len(data.val),
-            "classes": data.classes,
-            "device": str(device),
-            "world_size": info.world_size,
-            "steps_per_epoch": math.ceil(len(sampler) / images_per_step),
-        }
+
+def _start_event(run: _Run) -> dict[str, Any]:
+    return {
+        "event": "start",
+        "epochs": run.cfg.epochs,
+        "start_epoch": run.start_epoch,
+        "train_images": len(run.data.train),
+        "val_images": len(run.data.val),
+        "classes": run.data.classes,
+        "device": str(run.device),
+        "world_size": run.info.world_size,
+        "steps_per_epoch": math.ceil(len(run.sampler) / run.images_per_step),
+    }
+
+
+def _train_one_epoch(run: _Run, epoch: int, t_epoch: float, t_run: float) -> _EpochStats:
+    """One pass of optimiser steps over the epoch's sampled images ("batch" events); cut
+    short when the time budget runs out (single process only)."""
+    cfg, device, info = run.cfg, run.device, run.info
+    run.sampler.set_epoch(epoch)
+    run.dataset.epoch = epoch
+    loader = DataLoader(
+        run.dataset,
+        batch_size=run.images_per_step,
+        sampler=run.sampler,
+        num_workers=run.workers,
+        collate_fn=collate_patches,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
     )
-    t_run = time.perf_counter()
-    stopped = "epochs"
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, cfg.epochs):
-        t_epoch = time.perf_counter()
-        sampler.set_epoch(epoch)
-        dataset.epoch = epoch
-        loader = DataLoader(
-            dataset,
-            batch_size=images_per_step,
-            sampler=sampler,
-            num_workers=workers,
-            collate_fn=collate_patches,
-            pin_memory=device.type == "cuda",
-            persistent_workers=False,
-        )
-        net.train()
-        seen, loss_sum, correct = 0, 0.0, 0
-        steps = len(loader)
-        cut_short = False
-        for step, (xb, yb) in enumerate(loader, start=1):
-            x = to_input(xb.to(device, non_blocking=True), card.mean, card.std)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = yb.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with autocast_context(device, use_amp):
-                logits = net(x)
-                if logits.dim() == 3:  # evidence heads: mean loss, head 0 decides
-                    loss = torch.stack(
-                        [loss_fn(logits[:, k], y) for k in range(logits.shape[1])]
-                    ).mean()
-                    logits = logits[:, 0]
-                else:
-                    loss = loss_fn(logits, y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            n = int(y.shape[0])
-            seen += n
-            loss_sum += float(loss.item()) * n
-            correct += int((logits.argmax(1) == y).sum().item())
-            dt = time.perf_counter() - t_epoch
-            emit(
-                {
-                    "event": "batch",
-                    "epoch": epoch + 1,
-                    "epochs": cfg.epochs,
-                    "step": step,
-                    "steps": steps,
-                    "loss": loss_sum / seen,
-                    "accuracy": correct / seen,
-                    "patches_per_s": seen * info.world_size / max(dt, 1e-9),
-                    "images_per_s": seen
-                    * info.world_size
-                    / int(cfg.patches_per_image)
-                    / max(dt, 1e-9),
-                    "eta_s": dt / step * (steps - step),
-                }
-            )
-            if (
-                cfg.time_budget is not None
-                and not info.enabled
-                and elapsed_before + time.perf_counter() - t_run > cfg.time_budget
-            ):
-                cut_short = True
-                break
-        train_time = time.perf_counter() - t_epoch
-        per_image = _validate(
-            net.module if info.enabled else net,
-            val_store,
-            data.val_y,
-            val_spec,
-            card,
-            device,
-            info,
-            cfg.amp,
-        )
-        vm = _val_metrics(per_image, data.val_y)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
-            **vm,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - t_epoch,
-            "train_patches_per_s": seen * info.world_size / max(train_time, 1e-9),
-        }
-        history.append(row)
-        scheduler.step(vm.get("val_loss", row["train_loss"]))
-        if _is_better(vm, best):
-            best = {
-                "model": _cpu_state(model),
-                "epoch": epoch + 1,
-                "metrics": dict(vm),
-                "val_logits": [torch.from_numpy(per_image[i]) for i in sorted(per_image)],
-            }
-        elapsed = elapsed_before + time.perf_counter() - t_run
-        if info.is_main:
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "epoch": epoch,
-                    "config": cfg.to_dict(),
-                    "classes": data.classes,
-                    "model": _cpu_state(model),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if use_amp else {},
-                    "rng_torch": torch.get_rng_state(),
-                    "history": history,
-                    "best": best,
-                    "elapsed": elapsed,
-                },
-            )
-        dist.barrier(info)
-        emit(
+    run.net.train()
+    seen, loss_sum, correct = 0, 0.0, 0
+    steps = len(loader)
+    cut_short = False
+    for step, (xb, yb) in enumerate(loader, start=1):
+        x = to_input(xb.to(device, non_blocking=True), run.card.mean, run.card.std)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = yb.to(device, non_blocking=True)
+        run.optimizer.zero_grad(set_to_none=True)
+        with autocast_context(device, run.use_amp):
+            logits = run.net(x)
+            if logits.dim() == 3:  # evidence heads: mean loss, head 0 decides
+                loss = torch.stack(
+                    [run.loss_fn(logits[:, k], y) for k in range(logits.shape[1])]
+                ).mean()
+                logits = logits[:, 0]
+            else:
+                loss = run.loss_fn(logits, y)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        n = int(y.shape[0])
+        seen += n
+        loss_sum += float(loss.item()) * n
+        correct += int((logits.argmax(1) == y).sum().item())
+        dt = time.perf_counter() - t_epoch
+        run.emit(
             {
-                "event": "epoch",
-                **row,
-                "best_epoch": best["epoch"] if best else None,
-                "checkpoint": str(ckpt_path),
+                "event": "batch",
+                "epoch": epoch + 1,
+                "epochs": cfg.epochs,
+                "step": step,
+                "steps": steps,
+                "loss": loss_sum / seen,
+                "accuracy": correct / seen,
+                "patches_per_s": seen * info.world_size / max(dt, 1e-9),
+                "images_per_s": seen * info.world_size / int(cfg.patches_per_image) / max(dt, 1e-9),
+                "eta_s": dt / step * (steps - step),
             }
         )
-        if cut_short:
-            stopped = "time budget"
+        if (
+            cfg.time_budget is not None
+            and not info.enabled
+            and run.elapsed_before + time.perf_counter() - t_run > cfg.time_budget
+        ):
+            cut_short = True
             break
-        if cfg.time_budget is not None:
-            decision = dist.broadcast(elapsed + row["seconds"] > cfg.time_budget, info)
-            if decision and epoch + 1 < cfg.epochs:
-                stopped = "time budget"
-                break
+    return _EpochStats(seen, loss_sum, correct, time.perf_counter() - t_epoch, cut_short)
 
+
+def _validate_epoch(run: _Run) -> tuple[dict[int, np.ndarray], dict[str, float]]:
+    """Validation view logits of every image and the epoch's validation metrics."""
+    per_image = _validate(
+        run.net.module if run.info.enabled else run.net,
+        run.val_store,
+        run.data.val_y,
+        run.val_spec,
+        run.card,
+        run.device,
+        run.info,
+        run.cfg.amp,
+    )
+    return per_image, _val_metrics(per_image, run.data.val_y)
+
+
+def _epoch_row(
+    run: _Run, epoch: int, stats: _EpochStats, vm: dict[str, float], t_epoch: float
+) -> dict[str, Any]:
+    """The epoch's line of the history (and of the training curve)."""
+    return {
+        "epoch": epoch + 1,
+        "train_loss": stats.loss_sum / max(stats.seen, 1),
+        "train_accuracy": stats.correct / max(stats.seen, 1),
+        **vm,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "seconds": time.perf_counter() - t_epoch,
+        "train_patches_per_s": stats.seen * run.info.world_size / max(stats.train_time, 1e-9),
+    }
+
+
+def _keep_if_best(
+    run: _Run, epoch: int, vm: dict[str, float], per_image: dict[int, np.ndarray]
+) -> None:
+    """Keep the weights and validation logits of the best epoch so far (see `_is_better`)."""
+    if _is_better(vm, run.best):
+        run.best = {
+            "model": _cpu_state(run.model),
+            "epoch": epoch + 1,
+            "metrics": dict(vm),
+            "val_logits": [torch.from_numpy(per_image[i]) for i in sorted(per_image)],
+        }
+
+
+def _checkpoint(run: _Run, epoch: int, elapsed: float) -> None:
+    """Write the resume state after an epoch (rank 0), then wait for every rank."""
+    if run.info.is_main:
+        save_checkpoint(
+            run.ckpt_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch,
+                "config": run.cfg.to_dict(),
+                "classes": run.data.classes,
+                "model": _cpu_state(run.model),
+                "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(),
+                "scaler": run.scaler.state_dict() if run.use_amp else {},
+                "rng_torch": torch.get_rng_state(),
+                "history": run.history,
+                "best": run.best,
+                "elapsed": elapsed,
+            },
+        )
+    dist.barrier(run.info)
+
+
+def _stop_reason(
+    run: _Run, epoch: int, row: dict[str, Any], elapsed: float, cut_short: bool
+) -> str | None:
+    """Why training stops after this epoch (before its last one), or None to go on.
+
+    The time budget stops when another epoch would not fit; patience (when set) stops
+    after that many epochs without a better validation score (`_is_better`).
+    """
+    cfg = run.cfg
+    if cut_short:
+        return "time budget"
+    more = cfg.epochs is None or epoch + 1 < cfg.epochs
+    if cfg.time_budget is not None:
+        decision = dist.broadcast(elapsed + row["seconds"] > cfg.time_budget, run.info)
+        if decision and more:
+            return "time budget"
+    since = epoch + 1 - run.best["epoch"] if run.best else 0
+    if cfg.patience and more and since >= cfg.patience:
+        run.emit(
+            {
+                "event": "info",
+                "message": f"no better validation score in {since} epochs (best: epoch "
+                f"{run.best['epoch'] if run.best else '-'}): stopping",
+            }
+        )
+        return "patience"
+    return None
+
+
+def _finish(run: _Run, epoch: int, stopped: str, home: Path | None) -> TrainResult:
+    """The best epoch's weights, calibrated on validation, stored with their card."""
+    cfg, model, card, data, history = run.cfg, run.model, run.card, run.data, run.history
+    best = run.best
     if best is None:  # no epoch ran (resume of a finished run) or no validation data
         best = {"model": _cpu_state(model), "epoch": epoch + 1, "metrics": {}, "val_logits": []}
     model.load_state_dict(best["model"])
     model.eval()
-    calibration = _calibrate(best, data.val_y, head_names(model))
+    card.calibration = _calibrate(best, data.val_y, head_names(model))
+    card.metrics = _card_metrics(run, best, stopped)
+    card.recipe = _card_recipe(run)
+    model_path = curve_path = None
+    if run.info.is_main:
+        overwrite = cfg.overwrite or run.resumed
+        model_path = save_model(model.cpu(), card, home=home, overwrite=overwrite)
+        curve_path = models_dir(home) / f"{cfg.name}.curve.png"
+        from camid.report.plots import training_curve
+
+        training_curve(history, curve_path, title=f"{cfg.name} ({cfg.arch})")
+    dist.barrier(run.info)
+    return TrainResult(
+        card, model_path, curve_path, run.ckpt_path, history, stopped, data.notes, run.unreadable
+    )
+
+
+def _card_metrics(run: _Run, best: dict[str, Any], stopped: str) -> dict[str, Any]:
+    history = run.history
     last = history[-1] if history else {}
-    card.metrics = {
+    return {
         **{k: v for k, v in best["metrics"].items()},
         "best_epoch": best["epoch"],
         "epochs_run": len(history),
         "train_loss": last.get("train_loss"),
         "train_accuracy": last.get("train_accuracy"),
-        "train_images": len(data.train),
-        "val_images": len(data.val),
+        "train_images": len(run.data.train),
+        "val_images": len(run.data.val),
+        "unreadable_skipped": len(run.unreadable),
         "seconds": sum(h["seconds"] for h in history),
         "train_patches_per_s": last.get("train_patches_per_s"),
         "stopped": stopped,
         "history": history,
     }
-    card.calibration = calibration
-    card.recipe = {
+
+
+def _card_recipe(run: _Run) -> dict[str, Any]:
+    cfg, family = run.cfg, run.family
+    return {
         **{
             k: v
             for k, v in cfg.to_dict().items()
@@ -608,18 +888,9 @@ def _train(
         },
         "optimizer": "Adam",
         "scheduler": "ReduceLROnPlateau(val_loss)",
-        "world_size": info.world_size,
-        "device": str(device),
+        "world_size": run.info.world_size,
+        "device": str(run.device),
     }
-    model_path = curve_path = None
-    if info.is_main:
-        model_path = save_model(model.cpu(), card, home=home, overwrite=cfg.overwrite or resume)
-        curve_path = models_dir(home) / f"{cfg.name}.curve.png"
-        from camid.report.plots import training_curve
-
-        training_curve(history, curve_path, title=f"{cfg.name} ({cfg.arch})")
-    dist.barrier(info)
-    return TrainResult(card, model_path, curve_path, ckpt_path, history, stopped, data.notes)
 
 
 def _in_registry(name: str, home: Path | None) -> bool:

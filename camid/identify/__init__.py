@@ -15,7 +15,18 @@ from camid.identify.exif_check import (
     exif_cross_check,
     match_class,
 )
-from camid.identify.identifier import UNKNOWN, Identification, Identifier
+
+_LAZY = {"UNKNOWN", "Identification", "Identifier"}
+
+
+def __getattr__(name: str):
+    """The identifier needs torch: import it on first use, so that `camid --help` and the
+    commands that run no network (which import this package's light parts) start fast."""
+    if name in _LAZY:
+        from camid.identify import identifier
+
+        return getattr(identifier, name)
+    raise AttributeError(f"module 'camid.identify' has no attribute {name!r}")
 
 __all__ = [
     "EXIF_STATUSES",

@@ -10,6 +10,7 @@ result with what the EXIF Make/Model claims.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,8 @@ class Identifier:
         self.temperature = float(
             temperature if temperature is not None else card.calibration.get("temperature", 1.0)
         )
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise UsageError(f"the temperature must be a finite number > 0, got {temperature}")
         self.keep_pixels = keep_pixels
         self.find_grid = find_grid
         self.head_calibration = {

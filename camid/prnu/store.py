@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -28,6 +29,8 @@ FORMAT_VERSION = "1"
 TENSOR_KEY = "fingerprint"
 SUFFIX = ".fp.safetensors"
 MAX_HEADER = 64 << 20
+MIN_SIZE = 64
+"""Smallest fingerprint side in pixels that camid matches against."""
 
 
 def content_hash(info_json: str, k: np.ndarray) -> str:
@@ -78,20 +81,17 @@ def _header(path: Path, data: bytes) -> dict:
     (n,) = struct.unpack("<Q", data[:8])
     if n > MAX_HEADER or 8 + n > len(data):
         raise IntegrityError(path, "not a fingerprint file (bad safetensors header)")
-    try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IntegrityError(path, "not a fingerprint file (unreadable header)") from exc
+    header = _parse(path, data[8 : 8 + n], "header")
     if not isinstance(header, dict):
         raise IntegrityError(path, "not a fingerprint file (bad header)")
     return header
 
 
-def _optional_text(value: object) -> str | None:
+def _optional_text(value: object, path: Path) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise TypeError(f"camera must be text, not {type(value).__name__}")
+        raise IntegrityError(path, f"fingerprint metadata 'camera' is {type(value).__name__}")
     return value.strip() or None
 
 
@@ -103,6 +103,8 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
     p = Path(path)
     data = read_file_bytes(p, what="a fingerprint")
     meta = _header(p, data).get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise IntegrityError(p, "not a camid fingerprint file (bad metadata)")
     if meta.get("format") != FORMAT:
         raise IntegrityError(p, "not a camid fingerprint file (format tag missing)")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -117,32 +119,89 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
     if k is None or k.ndim != 2 or k.dtype != np.float32:
         raise IntegrityError(p, "fingerprint tensor missing or not a 2-D float32 array")
     info_json = meta.get("info", "")
-    if content_hash(info_json, k) != meta.get("sha256"):
+    if not isinstance(info_json, str) or content_hash(info_json, k) != meta.get("sha256"):
         raise IntegrityError(p, "fingerprint hash mismatch: the file was modified or is corrupt")
-    try:
-        info = json.loads(info_json)
-        params = info["params"]
-        fp = Fingerprint(
-            k=k,
-            device_name=str(info["device_name"]),
-            image_count=int(info["image_count"]),
-            params=ResidualParams(
-                sigma=float(params["sigma"]),
-                levels=int(params["levels"]),
-                compat=bool(params["compat"]),
-            ),
-            images=list(info.get("images", [])),
-            created=str(info.get("created", "")),
-            camid_version=str(info.get("camid_version", "")),
-            sha256=meta["sha256"],
-            path=p,
-            camera=_optional_text(info.get("camera")),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise IntegrityError(p, f"fingerprint metadata incomplete ({exc})") from exc
-    if fp.shape != (int(info.get("height", -1)), int(info.get("width", -1))):
-        raise IntegrityError(p, "fingerprint size disagrees with its metadata")
+    info = _parse(p, info_json, "metadata")
+    fp = _fingerprint_from(p, k, info, meta["sha256"])
+    problem = fingerprint_problem(fp.k) or _params_problem(fp.params)
+    if problem is not None:
+        raise IntegrityError(p, problem)
     return fp
+
+
+def _parse(path: Path, text: str | bytes, what: str) -> object:
+    """JSON of a fingerprint file; every failure (deep nesting too) is an IntegrityError."""
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise IntegrityError(path, f"not a fingerprint file ({what} nested too deeply)") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise IntegrityError(path, f"not a fingerprint file (unreadable {what})") from exc
+
+
+def _typed(info: dict, key: str, kind: type | tuple[type, ...], path: Path, default=None):
+    """info[key] if it has the type `kind` (bools are never numbers), else IntegrityError."""
+    value = info.get(key, default)
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        value = None
+    if not isinstance(value, kind):
+        raise IntegrityError(path, f"fingerprint metadata {key!r} is missing or of the wrong type")
+    return value
+
+
+def _fingerprint_from(path: Path, k: np.ndarray, info: object, digest: str) -> Fingerprint:
+    """A Fingerprint from verified tensor and metadata, checking every field's type."""
+    if not isinstance(info, dict):
+        raise IntegrityError(path, "fingerprint metadata is not an object")
+    params = _typed(info, "params", dict, path)
+    images = _typed(info, "images", list, path, [])
+    if not all(isinstance(i, dict) for i in images):
+        raise IntegrityError(path, "fingerprint metadata 'images' is not a list of objects")
+    count = _typed(info, "image_count", int, path)
+    if count < 1:
+        raise IntegrityError(path, f"fingerprint metadata image_count {count} is not positive")
+    fp = Fingerprint(
+        k=k,
+        device_name=_typed(info, "device_name", str, path),
+        image_count=count,
+        params=ResidualParams(
+            sigma=_typed(params, "sigma", (int, float), path),
+            levels=_typed(params, "levels", int, path),
+            compat=_typed(params, "compat", bool, path),
+        ),
+        images=images,
+        created=_typed(info, "created", str, path, ""),
+        camid_version=_typed(info, "camid_version", str, path, ""),
+        sha256=digest,
+        path=path,
+        camera=_optional_text(info.get("camera"), path),
+    )
+    size = (_typed(info, "height", int, path), _typed(info, "width", int, path))
+    if fp.shape != size:
+        raise IntegrityError(path, "fingerprint size disagrees with its metadata")
+    return fp
+
+
+def fingerprint_problem(k: np.ndarray) -> str | None:
+    """Why a fingerprint array cannot be matched against (too small, non-finite, constant),
+    or None. A constant K has no correlation peak: every photo would score PCE 0."""
+    if k.ndim != 2 or min(k.shape) < MIN_SIZE:
+        return f"fingerprint is {'x'.join(map(str, k.shape))} px; at least {MIN_SIZE}x{MIN_SIZE}"
+    if not np.isfinite(k).all():
+        return "fingerprint holds NaN or infinite values"
+    if not float(k.max()) > float(k.min()):
+        return "fingerprint is constant (all values equal): it carries no sensor pattern"
+    return None
+
+
+def _params_problem(params: ResidualParams) -> str | None:
+    if not math.isfinite(params.noise_sigma):
+        return f"fingerprint residual sigma {params.noise_sigma} is not finite"
+    try:
+        params.validate()
+    except ValueError as exc:
+        return f"fingerprint residual parameters are impossible ({exc})"
+    return None
 
 
 RESIDUAL_FORMAT = "camid.prnu.residual"
