@@ -65,6 +65,8 @@ PER_FEATURE = {"jpeg_lattice": False, "residual": True, "cfa": False}
 """Whether a family is scaled feature by feature (mixed quantities) or as a whole."""
 LATTICE_EPS = 0.2
 TILE = 16
+GRID_SIDE = 128
+"""Side of the central crop on which the JPEG grid offset is looked for."""
 
 
 @dataclass
@@ -204,10 +206,10 @@ def image_features(pixels: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str,
     """Trace features of one HxWx3 uint8 image: {family: vector} and strength indicators."""
     import torch
 
-    from camid.models.traces import DEFAULT_STEPS, detect_jpeg_grid, lattice_strength
+    from camid.models.traces import DEFAULT_STEPS, GRID_FREQS, GRID_STEPS, detect_jpeg_grid
 
     h, w = pixels.shape[:2]
-    dy, dx = detect_jpeg_grid(pixels)
+    dy, dx = detect_jpeg_grid(pixels, side=GRID_SIDE)
     side_h = min(CROP, (h - dy) // 8 * 8)
     side_w = min(CROP, (w - dx) // 8 * 8)
     y0 = dy + ((h - dy - side_h) // 2) // 8 * 8
@@ -217,7 +219,11 @@ def image_features(pixels: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str,
         t = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None]
         scores = _lattice_module()(t)[0].numpy().astype(np.float64)
     lattice = lattice_profile(scores, len(DEFAULT_STEPS))
-    strength = lattice_strength(crop.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
+    # lattice strength as traces.lattice_strength defines it (best step of a few low
+    # frequencies), read from the scores already computed
+    grid = scores.reshape(len(DEFAULT_STEPS), -1)
+    rows = [DEFAULT_STEPS.index(q) for q in GRID_STEPS]
+    strength = float(grid[rows][:, [f - 1 for f in GRID_FREQS]].max(axis=0).mean())
 
     # residual and CFA: a crop that starts on an even row and column of the stored image
     ch, cw = min(CROP, h) // TILE * TILE, min(CROP, w) // TILE * TILE
@@ -420,11 +426,10 @@ def infer_cameras(
         lat_strength.append(strength["lattice"])
         sides.append(min(h, w))
         ok.append(i)
-    used = list(FAMILIES)
     n = len(ok)
     if n < MIN_IMAGES:
         why = f"only {n} readable image(s); at least {MIN_IMAGES} are needed to infer cameras"
-        return _one_group(len(paths), ok, True, why, used, errors)
+        return _one_group(len(paths), ok, True, why, [], errors)
     lattice_med = float(np.median(lat_strength))
     side_med = float(np.median(sides))
     faint = []
