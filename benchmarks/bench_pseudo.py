@@ -58,7 +58,9 @@ def _png_copies(paths: list[Path], out: Path, scale: float) -> list[Path]:
             if scale != 1.0:
                 w, h = rgb.size
                 rgb = rgb.resize((round(w * scale), round(h * scale)), Image.BICUBIC)
-            rgb.save(dst)
+            tmp = dst.with_name(dst.stem + ".part.png")
+            rgb.save(tmp)
+            os.replace(tmp, dst)  # an interrupted run leaves no half-written copy
         res.append(dst)
     return res
 

@@ -404,7 +404,9 @@ def infer_cameras(
     """
     paths = list(paths)
     rng = np.random.default_rng(seed)
-    feats: dict[str, list[np.ndarray]] = {f: [] for f in FAMILIES}
+    # rows are copied into arrays allocated once: keeping many small per-image arrays alive
+    # between the large temporaries of feature extraction fragments the heap (GBs for 1,000)
+    feats: dict[str, np.ndarray] = {}
     lat_strength, sides, ok = [], [], []
     errors: dict[str, str] = {}
     items: Iterable[Any] = enumerate(paths)
@@ -421,8 +423,11 @@ def infer_cameras(
             errors[str(p)] = f"image is {w}x{h}, too small to read camera traces"
             continue
         fam, strength = image_features(img.pixels)
+        if not feats:
+            feats = {f: np.zeros((len(paths), len(fam[f]))) for f in FAMILIES}
         for name in FAMILIES:
-            feats[name].append(fam[name])
+            feats[name][len(ok)] = fam[name]
+        del fam, img
         lat_strength.append(strength["lattice"])
         sides.append(min(h, w))
         ok.append(i)
@@ -442,18 +447,26 @@ def infer_cameras(
     fit = np.arange(n)
     if n > FIT_MAX:
         fit = np.sort(rng.choice(n, size=FIT_MAX, replace=False))
-    all_blocks = {f: np.stack(feats[f]) for f in FAMILIES}
+    all_blocks = {f: feats[f][:n] for f in FAMILIES}
     blocks = {f: b[fit] for f, b in all_blocks.items()}
     max_k = max(2, int(max_k))
-    # the lattice profile means nothing where the pixels carry no lattice (resized, raw)
-    families = [f for f in FAMILIES if f != "jpeg_lattice" or lattice_med >= LATTICE_WEAK]
+    # The lattice profile is the anchor: it means nothing where the pixels carry no lattice
+    # (resized or never-compressed images), and the residual and CFA statistics also follow
+    # scene content, so they may refine lattice groups but never form groups on their own.
+    families = list(FAMILIES) if lattice_med >= LATTICE_WEAK else list(FAMILIES[1:])
     per_family = {f: _assess([blocks[f]], [PER_FEATURE[f]], max_k, rng) for f in families}
-    passing = [f for f in families if per_family[f].clear and per_family[f].stable]
-    candidates = {(f,): per_family[f] for f in passing}
-    if len(passing) > 1:
-        joint = _assess([blocks[f] for f in passing], [PER_FEATURE[f] for f in passing], max_k, rng)
-        if joint.clear and joint.stable:
-            candidates[tuple(passing)] = joint
+    candidates: dict[tuple[str, ...], _Fit] = {}
+    lat = per_family.get("jpeg_lattice")
+    if lat is not None and lat.clear and lat.stable:
+        candidates[("jpeg_lattice",)] = lat
+        support = [f for f in FAMILIES[1:] if per_family[f].clear and per_family[f].stable]
+        if support:
+            joint_f = ["jpeg_lattice", *support]
+            joint = _assess(
+                [blocks[f] for f in joint_f], [PER_FEATURE[f] for f in joint_f], max_k, rng
+            )
+            if joint.clear and joint.stable:
+                candidates[tuple(joint_f)] = joint
     summary = ", ".join(
         f"{f} {r.silhouette:.2f}/{r.null:.2f}/{r.stability:.2f}" for f, r in per_family.items()
     )
