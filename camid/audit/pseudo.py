@@ -475,7 +475,10 @@ def infer_cameras(
         if weak:
             reason = "camera traces too weak to infer cameras: " + "; ".join(faint)
         else:
-            reason = "the images share one camera-trace profile: no trace family splits them"
+            reason = (
+                "the images share one camera-trace profile (one camera model, or one "
+                "re-save of them all): no trace family splits them"
+            )
         reason += f" (silhouette/null/stability: {summary})"
         res = _one_group(len(paths), ok, weak, reason, [], errors)
         best = max(per_family.values(), key=lambda r: r.silhouette - r.null)
