@@ -130,7 +130,8 @@ sys.exit(rc)
 @pytest.mark.parametrize(
     "args",
     [["--version"], ["--help"], ["exif", "{img}", "--json"], ["dataset", "summary", "{dir}"],
-     ["exif", "--help"], ["identify", "--help"], ["train", "--help"]],
+     ["exif", "--help"], ["identify", "--help"], ["train", "--help"], ["models", "list"],
+     ["models", "list", "--json"]],
 )
 def test_commands_without_a_network_do_not_import_torch(tmp_path, args):
     """`import torch` alone costs seconds; commands that run no network must not pay it."""

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from camid.cli.common import FormatOpt, JsonOpt, QuietOpt, output_from
+from camid.cli.common import FormatOpt, JsonOpt, QuietOpt, output_from, replace_hint
 from camid.errors import NotFoundError
 from camid.report.output import Format
 
@@ -23,10 +23,11 @@ def list_cmd(
 ) -> None:
     """Trained models in the registry (or, with --archs, the architectures)."""
     from camid.models import store
-    from camid.models.registry import get_arch, list_models
 
     out = output_from(fmt, json_, quiet)
     if archs:
+        from camid.models.registry import get_arch, list_models
+
         out.emit([get_arch(n).to_record() for n in list_models()], title="architectures")
         return
     rows = store.list_stored()
@@ -78,7 +79,8 @@ def import_cmd(
     from camid.models import store
 
     out = output_from(Format.table, False, quiet)
-    new_name, dest = store.import_model(file, name=name, overwrite=overwrite)
+    with replace_hint("--overwrite"):
+        new_name, dest = store.import_model(file, name=name, overwrite=overwrite)
     out.info(f"imported {file} as {new_name!r} ({dest})")
 
 

@@ -15,6 +15,7 @@ from camid.cli.common import (
     QuietOpt,
     SeedOpt,
     output_from,
+    replace_hint,
 )
 from camid.data.patches import REGIONS
 from camid.errors import EXIT_INPUT
@@ -233,7 +234,8 @@ def register(app: typer.Typer) -> None:
         )
         live = _Live(out)
         try:
-            result = run_train(cfg, ds.samples, resume=resume, progress=live)
+            with replace_hint("--overwrite"):
+                result = run_train(cfg, ds.samples, resume=resume, progress=live)
         finally:
             live.close()
             if rank0 and failed_list is not None:

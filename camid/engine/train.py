@@ -43,7 +43,7 @@ from camid.engine.data import (
     to_input,
 )
 from camid.engine.predict import aggregate, autocast_context, decision_logits
-from camid.errors import InputError, InputsError, IntegrityError, UsageError
+from camid.errors import AlreadyExistsError, InputError, InputsError, IntegrityError, UsageError
 from camid.home import camid_home
 from camid.io.atomic import atomic_write
 from camid.models.registry import IMAGENET_MEAN, IMAGENET_STD, get_arch, get_model, head_names
@@ -488,7 +488,7 @@ def _prepare(
 ) -> _Run:
     """Data, network, card, stores, optimiser and (with `resume`) the restored state."""
     if not cfg.overwrite and not resume and _in_registry(cfg.name, home):
-        raise UsageError(f"a model named {cfg.name!r} exists; choose another --name or --overwrite")
+        raise AlreadyExistsError(f"a model named {cfg.name!r} already exists")
     data, decoded, unreadable = readable_data(samples, cfg, emit, info.is_main)
     for n in data.notes:
         emit({"event": "info", "message": n})
@@ -637,7 +637,7 @@ def _restore(run: _Run) -> None:
     ):
         raise UsageError(
             "the checkpoint was made with another architecture, patch size or class list; "
-            "train afresh without --resume"
+            "train afresh instead of resuming"
         )
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])

@@ -17,20 +17,17 @@ import struct
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_bytes
-from safetensors.torch import save_file
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from camid import __version__
-from camid.errors import CamidError, IntegrityError, NotFoundError, UsageError
+from camid.errors import AlreadyExistsError, CamidError, IntegrityError, NotFoundError, UsageError
 from camid.home import camid_home
 from camid.io.atomic import atomic_write, write_text_atomic
 from camid.io.image import read_file_bytes, sha256_bytes, sha256_file
-from camid.models.registry import get_model
+
+if TYPE_CHECKING:  # torch is imported where weights are touched: listing models needs none
+    import torch
+    from torch import nn
 
 CARD_KEY = "camid_card"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -205,6 +202,8 @@ def validate_card(data: Any, path: str | Path) -> ModelCard:
 
 def nonfinite_tensor(state: dict[str, torch.Tensor]) -> str | None:
     """The name of the first floating-point tensor holding NaN or infinity, else None."""
+    import torch
+
     for key in sorted(state):
         t = state[key]
         if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
@@ -218,6 +217,10 @@ def check_fit(state: dict[str, torch.Tensor], card: ModelCard, path: str | Path)
     The network is built on the meta device (no memory, no computation), so this is cheap
     enough for every read of a card.
     """
+    import torch
+
+    from camid.models.registry import get_model
+
     try:
         with torch.device("meta"):
             ref = get_model(card.arch, card.num_classes).state_dict()
@@ -240,6 +243,8 @@ def check_fit(state: dict[str, torch.Tensor], card: ModelCard, path: str | Path)
 
 def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
     """Canonical sha256 over names, dtypes, shapes and bytes of a state dict's tensors."""
+    import torch
+
     h = hashlib.sha256()
     for key in sorted(state):
         t = state[key].detach().to("cpu").contiguous()
@@ -325,6 +330,8 @@ def check_name(name: str) -> str:
 
 def write_model_file(model: nn.Module, card: ModelCard, path: Path) -> ModelCard:
     """Write weights + card to a safetensors file atomically; returns the completed card."""
+    from safetensors.torch import save_file
+
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     card.weights_sha256 = tensors_sha256(state)
     card.parameters = int(sum(p.numel() for p in model.parameters()))
@@ -364,6 +371,9 @@ def read_model_file(
             "refused: this is a pickle/torch.save file, which can run code when loaded; "
             "camid models are .safetensors files",
         )
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_bytes
+
     try:
         meta = _safetensors_metadata(data, path)
         state = load_bytes(data)
@@ -395,6 +405,8 @@ def _safetensors_metadata(data: bytes, path: str | Path = "<bytes>") -> dict[str
 
 def build_from_state(state: dict[str, torch.Tensor], card: ModelCard, path: Path) -> nn.Module:
     """Instantiate the card's architecture and load the verified weights into it."""
+    from camid.models.registry import get_model
+
     check_fit(state, card, path)
     model = get_model(card.arch, card.num_classes)
     try:
@@ -413,7 +425,7 @@ def save_model(
     index = _read_index(home)
     path = models_dir(home) / f"{card.name}.safetensors"
     if not overwrite and (card.name in index or path.exists()):
-        raise UsageError(f"a model named {card.name!r} exists; choose another name or --overwrite")
+        raise AlreadyExistsError(f"a model named {card.name!r} already exists")
     write_model_file(model, card, path)
     index[card.name] = {"file": path.name, "sha256": sha256_file(path), "arch": card.arch}
     _write_index(index, home)
@@ -509,8 +521,10 @@ def import_model(
     index = _read_index(home)
     dest = models_dir(home) / f"{new_name}.safetensors"
     if not overwrite and (new_name in index or dest.exists()):
-        raise UsageError(f"a model named {new_name!r} exists; use --name or --overwrite")
+        raise AlreadyExistsError(f"a model named {new_name!r} already exists")
     if new_name != card.name:
+        from safetensors.torch import save_file
+
         card.name = new_name
         with atomic_write(dest) as tmp:
             save_file(state, str(tmp), metadata={CARD_KEY: json.dumps(card.to_dict())})
