@@ -146,7 +146,7 @@ class Identifier:
             temperature if temperature is not None else card.calibration.get("temperature", 1.0)
         )
         if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise UsageError(f"the temperature must be a finite number > 0, got {temperature}")
+            raise UsageError(f"the temperature must be a finite number > 0, got {self.temperature}")
         self.keep_pixels = keep_pixels
         self.find_grid = find_grid
         self.head_calibration = {
