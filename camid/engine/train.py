@@ -9,7 +9,6 @@ on the validation views; resumable from an atomic per-epoch checkpoint; DDP unde
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 import time
@@ -992,11 +991,3 @@ def _calibrate_heads(
             }
         )
     return result
-
-
-def copy_config(cfg: TrainConfig, **changes: Any) -> TrainConfig:
-    """A modified copy of a config (for commands that train variants)."""
-    c = copy.deepcopy(cfg)
-    for k, v in changes.items():
-        setattr(c, k, v)
-    return c

@@ -256,14 +256,6 @@ def read_exif(path: str | Path, data: bytes | None = None) -> ExifInfo:
     return info
 
 
-def safe_read_exif(path: str | Path) -> ExifInfo | InputError:
-    """read_exif that returns the InputError instead of raising it (for batches)."""
-    try:
-        return read_exif(path)
-    except InputError as exc:
-        return exc
-
-
 def quick_camera(source: bytes | str | Path) -> str | None:
     """'Make Model' from a file's EXIF (bytes or a path), None when absent or unreadable.
 
