@@ -38,6 +38,7 @@ def root(
 
 # Commands: each module either registers top-level commands or exposes a sub-app `app`.
 from camid.cli import (  # noqa: E402 - the root app must exist before commands attach
+    bias_check,
     dataset,
     demo,
     evaluate,
@@ -50,7 +51,7 @@ from camid.cli import (  # noqa: E402 - the root app must exist before commands 
     train,
 )
 
-for _module in (demo, info, exif, identify, train, evaluate):
+for _module in (demo, info, exif, identify, train, evaluate, bias_check):
     _module.register(app)
 app.add_typer(dataset.app, name="dataset", help="Dataset manifests and summaries (camera x label).")
 app.add_typer(

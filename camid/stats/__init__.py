@@ -1,0 +1,1 @@
+"""Statistics shared by camid's measurements: ROC/EER, association, bootstrap."""

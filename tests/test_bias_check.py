@@ -1,0 +1,159 @@
+"""bias-check on real small bottle datasets: stage 0 figures against scipy, verdicts, exits."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from camid.audit.association import associate
+from camid.audit.bias import BiasOptions, run_bias_check, write_splits
+from camid.cli import main
+from camid.data.manifest import read_manifest, write_manifest
+from camid.synth import make_bottles_dataset
+
+
+@pytest.fixture(scope="module")
+def bottles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bottles")
+    return make_bottles_dataset(root, per_device=4, size=(64, 64), workers=1)
+
+
+def _train_table(path):
+    rows = [r for r in read_manifest(path) if r.split != "test"]
+    cams = sorted({r.camera for r in rows})
+    labs = sorted({r.label for r in rows})
+    t = np.zeros((len(cams), len(labs)), dtype=int)
+    for r in rows:
+        t[cams.index(r.camera), labs.index(r.label)] += 1
+    return rows, t
+
+
+def test_stage0_statistics_equal_scipy(bottles):
+    rows, t = _train_table(bottles["disjoint"])
+    a = associate(read_manifest(bottles["disjoint"]))
+    st = a.stats
+    assert a.scope == "train" and st.rows == len(rows)
+    assert st.table.counts.tolist() == t.tolist()
+    chi2, p, dof, exp = stats.chi2_contingency(t, correction=False)
+    assert st.test.chi2 == pytest.approx(chi2)
+    assert st.test.method == ("chi2" if exp.min() >= 5 else "fisher_monte_carlo")
+    n, (r, k) = t.sum(), t.shape
+    phi2 = max(0.0, chi2 / n - (k - 1) * (r - 1) / (n - 1))
+    v = math.sqrt(phi2 / min(k - (k - 1) ** 2 / (n - 1) - 1, r - (r - 1) ** 2 / (n - 1) - 1))
+    assert st.cramers_v == pytest.approx(v)
+    pj = t / n
+    mi = stats.entropy(pj.sum(1)) + stats.entropy(pj.sum(0)) - stats.entropy(pj.ravel())
+    assert st.mutual_information_nats == pytest.approx(mi)
+    assert st.theils_u_label_given_camera == pytest.approx(mi / stats.entropy(pj.sum(0)))
+    # Disjoint: every training camera has one label; the unseen camera E is test-only
+    assert st.baseline.gain == pytest.approx(1.0)
+    assert {c["camera"] for c in a.single_label_cameras} == set(st.table.rows)
+    assert len(a.split.only_test) == 1
+    assert {(c.camera, c.label) for c in a.tied} == {
+        (cam, st.table.cols[int(np.argmax(t[i]))]) for i, cam in enumerate(st.table.rows)
+    }
+
+
+@pytest.mark.parametrize(
+    "setting, verdict, code",
+    [("disjoint", "CONFOUNDED", 1), ("balanced", "CLEAN", 0), ("partial", "CLEAN", 0)],
+)
+def test_cli_quick_verdicts_and_exit_codes(bottles, capsys, setting, verdict, code):
+    rc = main(["bias-check", str(bottles[setting]), "--quick", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == code
+    assert report["schema_version"] == 1
+    assert report["verdict"] == verdict
+    assert report["status"] == ("FAIL" if code else "PASS")
+    checks = {c["name"]: c for c in report["checks"]}
+    gain = checks["camera_only_baseline"]["figures"]["gain"]
+    assert (gain >= 0.3) == (setting == "disjoint")
+    # same seed, same verdict and figures
+    main(["bias-check", str(bottles[setting]), "--quick", "--json"])
+    again = json.loads(capsys.readouterr().out)
+    assert again["checks"] == report["checks"]
+
+
+def test_fail_on_warn_and_thresholds(tmp_path, capsys):
+    # a mild association (stage 0 reads no pixels, so the paths need not exist)
+    cells = {
+        ("A", "x"): 30,
+        ("A", "y"): 10,
+        ("B", "x"): 10,
+        ("B", "y"): 30,
+        ("C", "x"): 20,
+        ("C", "y"): 20,
+        ("D", "x"): 20,
+        ("D", "y"): 20,
+    }
+    rows = [
+        {"path": f"img/{c}{lab}{i}.jpg", "label": lab, "camera": c}
+        for (c, lab), n in cells.items()
+        for i in range(n)
+    ]
+    csv_path = write_manifest(rows, tmp_path / "mild.csv")
+    report = run_bias_check(csv_path, BiasOptions(quick=True))
+    gain = next(c for c in report.checks if c.name == "camera_only_baseline").figures["gain"]
+    assert 0.1 < gain < 0.3
+    assert report.association.tied and report.association.scope == "all"
+    args = ["bias-check", str(csv_path), "--quick", "--json", "--gain-warn", str(gain - 0.01)]
+    assert main(args) == 0  # WARN only: passes under the default --fail-on fail
+    assert main([*args, "--fail-on", "warn"]) == 1
+    assert main([*args, "--gain-fail", str(gain - 0.005)]) == 1
+    capsys.readouterr()
+    assert main(["bias-check", str(csv_path), "--quick", "--fail-on", "never"]) == 2
+
+
+def test_cameras_from_exif_and_folder_level(tmp_path, bottles):
+    manifest = read_manifest(bottles["disjoint"])
+    # manifest without a camera column: EXIF Make+Model of the files
+    no_cam = tmp_path / "nocam.csv"
+    with open(no_cam, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "split"])
+        for s in manifest:
+            w.writerow([s.path, s.label, s.split])
+    r_exif = run_bias_check(no_cam, BiasOptions(quick=True))
+    r_col = run_bias_check(bottles["disjoint"], BiasOptions(quick=True))
+    assert r_exif.camera_source.kind == "exif" and r_col.camera_source.kind == "manifest"
+    assert r_exif.cameras == r_col.cameras
+    assert r_exif.verdict == r_col.verdict == "CONFOUNDED"
+    # folder layout root/<label>/<camera>/file.jpg with --camera-level 1
+    root = tmp_path / "tree"
+    for s in manifest:
+        d = root / s.label / s.device
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(s.path, d / s.path.name)
+    r_dir = run_bias_check(root, BiasOptions(quick=True, camera_level=1))
+    assert r_dir.camera_source.kind == "folder_level"
+    assert len(r_dir.cameras) == len({s.device for s in manifest})
+    assert r_dir.association.scope == "all"
+    assert r_dir.status == "FAIL"
+
+
+def test_write_split_removes_the_leak(tmp_path, bottles):
+    report = run_bias_check(bottles["balanced"], BiasOptions(quick=True))
+    written = write_splits(report, tmp_path / "splits", test_fraction=0.25, seed=0)
+    bal = read_manifest(written["camera_balanced"]["path"])
+    train = [s for s in bal if s.split == "train"]
+    a = associate(bal)
+    assert a.stats.baseline.gain <= 0 and a.stats.cramers_v == 0
+    assert len(train) == written["camera_balanced"]["train"] > 0
+    dis = read_manifest(written["camera_disjoint"]["path"])
+    test_cams = {s.camera for s in dis if s.split == "test"}
+    train_cams = {s.camera for s in dis if s.split != "test"}
+    assert test_cams and not test_cams & train_cams
+    assert {s.label for s in dis if s.split != "test"} == {"maker1", "maker2"}
+    for s in bal + dis:
+        assert s.path.exists()
+
+
+def test_unreadable_manifest_is_an_input_error(tmp_path, capsys):
+    assert main(["bias-check", str(tmp_path / "missing.csv"), "--quick"]) == 3
+    assert "missing.csv" in capsys.readouterr().err
