@@ -157,3 +157,93 @@ def test_write_split_removes_the_leak(tmp_path, bottles):
 def test_unreadable_manifest_is_an_input_error(tmp_path, capsys):
     assert main(["bias-check", str(tmp_path / "missing.csv"), "--quick"]) == 3
     assert "missing.csv" in capsys.readouterr().err
+
+
+def _test_rows_and_assoc(path):
+    samples = read_manifest(path)
+    return [s for s in samples if s.split == "test"], associate(samples)
+
+
+def test_predictions_that_follow_the_camera_fail(bottles):
+    from camid.audit.bias import Thresholds
+    from camid.audit.shortcut import analyse_predictions, shortcut_labels
+
+    test, a = _test_rows_and_assoc(bottles["disjoint"])
+    tied = shortcut_labels(a)
+    assert len(tied) == 4  # A, B -> maker1; C, D -> maker2; E unseen
+    cheat = [tied.get(s.camera, s.label) for s in test]
+    th = Thresholds(min_camera_test_images=2)  # this tiny set has 2 test images per camera
+    res = analyse_predictions(test, cheat, a, th, seed=0)
+    follow = res["follow"]
+    assert (
+        follow["n_conflict"]
+        == follow["n_follow"]
+        == sum(s.camera in tied and tied[s.camera] != s.label for s in test)
+    )
+    assert follow["follow_rate"] == 1.0
+    assert follow["accuracy_consistent"] == 1.0 and follow["accuracy_conflict"] == 0.0
+    assert follow["drop_ci95"][0] == pytest.approx(1.0)
+    assert res["exploited"]
+    checks = {c.name: c for c in res["checks"]}
+    assert checks["follows_camera"].status == "FAIL"
+    # every tied camera predicts one label for two true labels: flagged
+    flagged = {r["camera"] for r in res["per_camera"] if r["flags"]}
+    assert flagged == set(tied)
+    assert {e["camera"] for e in res["examples"]} <= set(tied)
+    assert all(e["predicted"] != e["label"] for e in res["examples"])
+    # the predicted-label x camera table adds up to the test rows
+    assert sum(map(sum, res["prediction_table"]["counts"])) == len(test)
+    # an honest model on the same data passes
+    res = analyse_predictions(test, [s.label for s in test], a, Thresholds(), seed=0)
+    assert not res["exploited"]
+    assert {c.status for c in res["checks"]} == {"PASS"}
+
+
+def test_balanced_predictions_have_no_conflicts(bottles):
+    from camid.audit.bias import Thresholds
+    from camid.audit.shortcut import analyse_predictions
+
+    test, a = _test_rows_and_assoc(bottles["balanced"])
+    rng = np.random.default_rng(0)
+    noisy = [s.label if rng.random() < 0.8 else "maker1" for s in test]
+    res = analyse_predictions(test, noisy, a, Thresholds(), seed=0)
+    assert res["follow"]["follow_rate"] is None and not res["exploited"]
+    assert res["accuracy"] == pytest.approx(
+        np.mean([p == s.label for p, s in zip(noisy, test, strict=True)])
+    )
+
+
+def test_html_report_is_self_contained(tmp_path, bottles):
+    from camid.audit.report_html import write_html
+
+    report = run_bias_check(bottles["disjoint"], BiasOptions(quick=True))
+    page = write_html(report, tmp_path / "r.html").read_text()
+    assert "CONFOUNDED" in page and "data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page
+
+
+@pytest.mark.slow
+def test_full_run_trains_and_reports(tmp_path, bottles, capsys):
+    html_path = tmp_path / "report.html"
+    args = [
+        "bias-check",
+        str(bottles["disjoint"]),
+        "--json",
+        "--time-budget",
+        "8",
+        "--arch",
+        "patchnet_tiny",
+        "--html",
+        str(html_path),
+        "--device",
+        "cpu",
+    ]
+    rc = main(args)
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 1 and report["stage"] == "0+1"
+    sc = report["shortcut"]
+    assert sc["n_test"] == sum(s.split == "test" for s in read_manifest(bottles["disjoint"]))
+    assert sc["probe"]["overall"]["balanced_accuracy"] > 0.5  # synthetic cameras differ
+    assert {r["camera"] for r in sc["per_camera"]} == set(report["cameras"])
+    assert sc["training"]["model_path"] is None  # nothing left in the registry
+    assert html_path.read_text().count("data:image/png;base64,") >= 3

@@ -50,6 +50,7 @@ class Thresholds:
     alpha: float = 0.05
     min_camera_images: int = 5  # a camera needs this many rows to count as single-label
     camera_accuracy_ratio: float = 0.8  # stage 1: camera accuracy below this x overall
+    min_camera_test_images: int = 4  # stage 1: "all one label" needs this many test images
     follow_warn: float = 0.2  # stage 1: share of conflict images predicted as the camera's label
     follow_fail: float = 0.4
     recoverable: float = 0.3  # stage 1: normalised camera recoverability that counts as present
@@ -74,6 +75,8 @@ class BiasOptions:
     thresholds: Thresholds = field(default_factory=Thresholds)
     # stage 1
     time_budget: float = 60.0
+    epochs: int = 20
+    patches_per_image: int | None = 4
     arch: str = "tracenet"
     device: str = "auto"
     save_model: str | None = None
@@ -222,10 +225,12 @@ def load_with_cameras(
         notes.append(
             f"only {known} of {len(samples)} images have a camera; pseudo-cameras used for all"
         )
-    return (*_pseudo_cameras(samples, options.seed), notes)  # type: ignore[return-value]
+    return (*_pseudo_cameras(samples, options.seed, progress), notes)  # type: ignore[return-value]
 
 
-def _pseudo_cameras(samples: list[Sample], seed: int) -> tuple[list[Sample], CameraSource]:
+def _pseudo_cameras(
+    samples: list[Sample], seed: int, progress: Progress | None = None
+) -> tuple[list[Sample], CameraSource]:
     try:
         from camid.audit.pseudo import infer_cameras
     except ImportError:
@@ -237,7 +242,14 @@ def _pseudo_cameras(samples: list[Sample], seed: int) -> tuple[list[Sample], Cam
             len(samples),
             weak=True,
         )
-    pc = infer_cameras([s.path for s in samples], seed=seed)
+
+    def wrap(items, total, description):  # the pseudo module's (iterable, total, text) form
+        for k, item in enumerate(items, start=1):
+            yield item
+            if progress is not None:
+                progress(f"pseudo-cameras: {description}", k, total)
+
+    pc = infer_cameras([s.path for s in samples], seed=seed, progress=wrap)
     for s, cam in zip(samples, pc.labels, strict=True):
         s.camera = cam if not pc.weak else None
     info = pc.to_dict()

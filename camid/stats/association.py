@@ -297,3 +297,45 @@ def bootstrap_ci(
         return float("nan"), float("nan")
     alpha = (1 - level) / 2
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+def conditional_permutation_test(
+    groups: Sequence[str],
+    outcome: Sequence[str],
+    strata: Sequence[str],
+    *,
+    resamples: int = 1999,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Is `outcome` independent of `groups` within each stratum? (statistic, p-value)
+
+    Statistic: the sum over strata of Pearson's chi-squared of the groups x outcome table.
+    Null distribution: outcomes permuted within each stratum (`resamples` seeded draws);
+    p = (1 + #{permuted >= observed}) / (resamples + 1). E.g. camera vs predicted label
+    within each true label: does the prediction depend on the camera beyond the truth?
+    """
+    g = np.unique(np.asarray(groups), return_inverse=True)[1]
+    o = np.unique(np.asarray(outcome), return_inverse=True)[1]
+    s = np.asarray(strata)
+    members = [np.flatnonzero(s == v) for v in np.unique(s)]
+    ng, no = int(g.max(initial=-1)) + 1, int(o.max(initial=-1)) + 1
+
+    def stat(out: np.ndarray) -> float:
+        total = 0.0
+        for idx in members:
+            t = np.zeros((ng, no))
+            np.add.at(t, (g[idx], out[idx]), 1)
+            total += chi2_statistic(t)
+        return total
+
+    observed = stat(o)
+    if observed == 0 or not members:
+        return observed, 1.0
+    rng = np.random.default_rng(seed)
+    perm = o.copy()
+    hits = 0
+    for _ in range(resamples):
+        for idx in members:
+            perm[idx] = o[idx][rng.permutation(len(idx))]
+        hits += stat(perm) >= observed - 1e-9
+    return observed, (1 + hits) / (resamples + 1)
