@@ -247,3 +247,23 @@ def test_full_run_trains_and_reports(tmp_path, bottles, capsys):
     assert {r["camera"] for r in sc["per_camera"]} == set(report["cameras"])
     assert sc["training"]["model_path"] is None  # nothing left in the registry
     assert html_path.read_text().count("data:image/png;base64,") >= 3
+
+
+def test_without_any_camera_information(tmp_path, bottles):
+    """No camera column, no EXIF (PNG copies): pseudo-cameras when the module is present,
+    else an INCONCLUSIVE verdict that says why (never invented groups)."""
+    from PIL import Image
+
+    rows = []
+    for s in read_manifest(bottles["balanced"]):
+        dst = tmp_path / f"{s.path.stem}.png"
+        Image.open(s.path).save(dst)
+        rows.append({"path": dst, "label": s.label, "split": s.split})
+    csv_path = write_manifest(rows, tmp_path / "nometa.csv")
+    r = run_bias_check(csv_path, BiasOptions(quick=True))
+    assert r.camera_source.kind in ("pseudo", "none")
+    if r.camera_source.kind == "none" or r.camera_source.weak:
+        assert r.verdict == "INCONCLUSIVE" and r.status == "WARN"
+        assert r.exit_code("fail") == 0 and r.exit_code("warn") == 1
+    else:
+        assert r.camera_source.pseudo is not None and r.verdict != "INCONCLUSIVE"

@@ -175,6 +175,10 @@ def thumbnail_b64(path: str, side: int = 170) -> str | None:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3g}"
+
+
 def _e(x: Any) -> str:
     return html.escape(str(x))
 
@@ -234,7 +238,7 @@ def render_html(report: Any) -> str:
             f"<b>gain {a.stats.baseline.gain:.2f}</b> (0 = the camera tells nothing, 1 = it "
             f"gives every label). Bias-corrected Cramér's V {a.stats.cramers_v:.2f}, "
             f"Theil's U {a.stats.theils_u_label_given_camera:.2f} ({_e(a.stats.test.method)} "
-            f"p = {a.stats.test.p_value if a.stats.test.p_value is not None else 'n/a'}).</p>",
+            f"p = {_p(a.stats.test.p_value)}).</p>",
         ]
     if sc is not None:
         probe = sc.probe or {}
