@@ -42,6 +42,8 @@ from camid.stats.association import (
 PROBE_SIDE = 128
 MAX_PROBE_IMAGES = 2000
 TASK_MODEL_NAME = "bias-check-task"
+LEARNED_MARGIN = 0.1
+"""Validation accuracy must beat chance by this much for the task model to count."""
 
 
 @dataclass
@@ -524,7 +526,35 @@ def run_shortcut_stage(
                 },
             )
         )
-    checks.extend(res.pop("checks"))
+    stage_checks = res.pop("checks")
+    val = training.get("val_accuracy")
+    counts = np.unique(
+        [s.label for s in data if (s.split or "").lower() != "test"], return_counts=True
+    )[1]
+    chance = float(max(1.0 / len(counts), counts.max() / counts.sum())) if len(counts) else 0.0
+    learned = val is not None and val >= chance + LEARNED_MARGIN
+    checks.append(
+        Check(
+            "task_model",
+            "INFO",
+            f"{training['arch']} label classifier: validation accuracy "
+            f"{val if val is not None else float('nan'):.2f} (chance {chance:.2f}) after "
+            f"{training.get('epochs_run')} epoch(s), {training['seconds']:.0f} s"
+            + (
+                ""
+                if learned
+                else "; it did not learn the label in the time budget, so its "
+                "test predictions are no evidence either way (give stage 1 more time)"
+            ),
+            {"val_accuracy": val, "chance": chance, "learned": learned},
+        )
+    )
+    if not learned:
+        for c in stage_checks:
+            if c.status == "PASS":
+                c.status = "INFO"
+                c.summary = "uninformative (the task model is at chance): " + c.summary
+    checks.extend(stage_checks)
     preds = [
         {"path": str(s.path), "camera": s.camera, "label": s.label, "predicted": p}
         for s, p in zip(test, predicted, strict=True)
@@ -576,6 +606,7 @@ def _train_and_predict(
             seed=opts.seed,
             device=opts.device,
             patches_per_image=opts.patches_per_image,
+            patch=opts.patch,
         )
         result = train(cfg, data, home=home, progress=hook)
         dev = resolve_device(opts.device)
