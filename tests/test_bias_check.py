@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -223,7 +224,8 @@ def test_html_report_is_self_contained(tmp_path, bottles):
 
 
 @pytest.mark.slow
-def test_full_run_trains_and_reports(tmp_path, bottles, capsys):
+def test_full_run_trains_and_reports(tmp_path, bottles, capsys, monkeypatch):
+    monkeypatch.setenv("CAMID_HOME", str(tmp_path / "home"))
     html_path = tmp_path / "report.html"
     args = [
         "bias-check",
@@ -246,7 +248,13 @@ def test_full_run_trains_and_reports(tmp_path, bottles, capsys):
     assert sc["probe"]["overall"]["balanced_accuracy"] > 0.5  # synthetic cameras differ
     assert {r["camera"] for r in sc["per_camera"]} == set(report["cameras"])
     assert sc["training"]["model_path"] is None  # nothing left in the registry
+    assert not (tmp_path / "home" / "models").exists()
+    assert "task_model" in {c["name"] for c in report["checks"]}
     assert html_path.read_text().count("data:image/png;base64,") >= 3
+    # --save-model keeps the stand-in model in the camid home
+    assert main([*args, "--save-model", "bias-task"]) == 1
+    kept = json.loads(capsys.readouterr().out)["shortcut"]["training"]["model_path"]
+    assert kept and Path(kept).is_file() and str(tmp_path / "home") in kept
 
 
 def test_without_any_camera_information(tmp_path, bottles):
