@@ -299,3 +299,45 @@ def test_cli_writes_split_and_cameras(tmp_path, bottles, capsys):
     assert (
         main(["bias-check", report["splits"]["camera_balanced"]["path"], "--quick", "--json"]) == 0
     )
+
+
+def test_multiclass_follow_rate_and_control(tmp_path):
+    """Three labels, three cameras each tied to one label, one untied camera."""
+    from camid.audit.bias import Thresholds
+    from camid.audit.shortcut import analyse_predictions
+
+    rows = []
+    for cam, lab in (("A", "x"), ("B", "y"), ("C", "z")):
+        rows += [
+            {"path": f"{cam}{i}.jpg", "label": lab, "camera": cam, "split": "train"}
+            for i in range(30)
+        ]
+    rows += [
+        {"path": f"D{i}.jpg", "label": "xyz"[i % 3], "camera": "D", "split": "train"}
+        for i in range(30)
+    ]
+    test = [
+        {"path": f"t{c}{lab}{i}.jpg", "label": lab, "camera": c, "split": "test"}
+        for c in "ABCD"
+        for lab in "xyz"
+        for i in range(3)
+    ]
+    samples = read_manifest(write_manifest(rows + test, tmp_path / "m.csv"))
+    a = associate(samples)
+    test_s = [s for s in samples if s.split == "test"]
+    tied = {"A": "x", "B": "y", "C": "z"}
+    pred = [tied.get(s.camera, s.label) for s in test_s]
+    res = analyse_predictions(test_s, pred, a, Thresholds(), seed=0)
+    f = res["follow"]
+    assert f["tied_cameras"] == tied
+    assert f["n_conflict"] == f["n_follow"] == 3 * 2 * 3  # A, B, C: 2 other labels x 3 images
+    assert f["control_rate"] == 0.0  # D's images are predicted right
+    assert res["exploited"] and res["per_class"]["x"]["n"] == 12
+
+
+def test_single_label_dataset_skips_training(tmp_path):
+    rows = [{"path": f"{c}{i}.jpg", "label": "only", "camera": c} for c in "AB" for i in range(5)]
+    report = run_bias_check(write_manifest(rows, tmp_path / "one.csv"), BiasOptions())
+    assert report.stage == "0" and report.verdict == "CLEAN"
+    assert any("stage 1 skipped" in n for n in report.notes)
+    assert {c.name: c.status for c in report.checks}["association"] == "INFO"

@@ -200,8 +200,10 @@ def load_with_cameras(
         if n_col == len(samples):
             kind, desc = "manifest", "the manifest's camera column"
         else:
-            for s in missing:
+            for k, s in enumerate(missing, start=1):
                 s.camera = camera_from_exif(s.path) if s.path.exists() else None
+                if progress is not None and (k % 100 == 0 or k == len(missing)):
+                    progress("EXIF cameras", k, len(missing))
             n_exif = sum(s.camera is not None for s in missing)
             kind = "manifest" if n_col else "exif"
             desc = (
@@ -428,7 +430,14 @@ def run_bias_check(
         checks.extend(stage0_checks(a, th))
     shortcut = None
     stage = "0"
-    if not opts.quick and cam_src.kind != "none" and not cam_src.weak:
+    train_labels = {
+        s.label
+        for s in samples
+        if s.label is not None and s.camera is not None and (s.split or "").lower() != "test"
+    }
+    if not opts.quick and len(train_labels) < 2:
+        notes.append("stage 1 skipped: the training rows hold fewer than 2 labels")
+    elif not opts.quick and cam_src.kind != "none" and not cam_src.weak:
         from camid.audit.shortcut import run_shortcut_stage
 
         shortcut = run_shortcut_stage(samples, a, opts, progress=progress, events=events)

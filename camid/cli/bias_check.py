@@ -202,10 +202,16 @@ def register(app: typer.Typer) -> None:
 
             extra["html"] = str(write_html(report, html))
             out.info(f"HTML report written to {extra['html']}")
-        if out.fmt in ("json", "ndjson", "csv"):
-            out.emit_object({**report.to_dict(), **extra}) if out.fmt != "csv" else out.emit(
-                [{"check": c.name, "status": c.status, "summary": c.summary} for c in report.checks]
+        if out.fmt == "csv":  # one row per check
+            out.emit(
+                [
+                    {"check": c.name, "status": c.status, "summary": c.summary}
+                    for c in report.checks
+                ],
+                columns=["check", "status", "summary"],
             )
+        elif out.machine:
+            out.emit_object({**report.to_dict(), **extra})
         else:
             render_summary(out, report)
         return report.exit_code(fail_on)
