@@ -341,3 +341,27 @@ def test_single_label_dataset_skips_training(tmp_path):
     assert report.stage == "0" and report.verdict == "CLEAN"
     assert any("stage 1 skipped" in n for n in report.notes)
     assert {c.name: c.status for c in report.checks}["association"] == "INFO"
+
+
+def test_camera_balanced_resampling_removes_association(bottles):
+    from camid.audit.shortcut import camera_balanced
+
+    rows = read_manifest(bottles["partial"])
+    cams = sorted({s.camera for s in rows})
+    # confound: camera 0 keeps 2 of its maker2 training rows, camera 1 two of its maker1
+    drop = {(cams[0], "maker2"), (cams[1], "maker1")}
+    seen: dict = {}
+    skewed = []
+    for s in rows:
+        key = (s.camera, s.label)
+        if s.split != "test" and key in drop:
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] > 2:
+                continue
+        skewed.append(s)
+    assert associate(skewed).stats.baseline.gain > 0.3
+    bal = camera_balanced(skewed, seed=0)
+    a = associate(bal)
+    assert a.stats.cramers_v == 0 and a.stats.baseline.gain <= 0
+    assert [s for s in bal if s.split == "test"] == [s for s in skewed if s.split == "test"]
+    assert sum(s.split != "test" for s in bal) == 2 * 2 * 2

@@ -83,6 +83,7 @@ class BiasOptions:
     save_model: str | None = None
     home: Path | None = None
     probe: bool = True
+    counterfactual: bool = False  # stage 1: also retrain on a camera-balanced resampling
     max_examples: int = 12
 
 

@@ -64,6 +64,7 @@ class ShortcutReport:
     examples: list[dict[str, Any]]
     checks: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    counterfactual: dict[str, Any] | None = None
     exploited: bool = False
     signal_present: bool = False
     predictions: list[dict[str, Any]] = field(default_factory=list, repr=False)
@@ -448,6 +449,86 @@ def analyse_predictions(
 
 
 # -- the stage ----------------------------------------------------------------------------
+def camera_balanced(samples: Sequence[Sample], seed: int = 0) -> list[Sample]:
+    """The training rows resampled so no camera predicts the label: for each camera with
+    several labels, the same number of images of each (the smallest count); cameras with
+    one label are left out. Test rows are kept as they are."""
+    rng = np.random.default_rng(seed)
+    out = [s for s in samples if (s.split or "").lower() == "test"]
+    by_cam: dict[str, dict[str, list[Sample]]] = {}
+    for s in samples:
+        if (s.split or "").lower() != "test" and s.camera is not None and s.label is not None:
+            by_cam.setdefault(s.camera, {}).setdefault(s.label, []).append(s)
+    for cam in sorted(by_cam):
+        labs = by_cam[cam]
+        if len(labs) < 2:
+            continue
+        m = min(len(v) for v in labs.values())
+        for lab in sorted(labs):
+            rows = labs[lab]
+            out.extend(rows[int(i)] for i in sorted(rng.choice(len(rows), m, replace=False)))
+    return out
+
+
+def _counterfactual(
+    data: list[Sample],
+    test: list[Sample],
+    predicted: list[str | None],
+    opts: Any,
+    progress: Callable[[str, int, int], None] | None,
+    events: Callable[[dict], None] | None,
+) -> dict[str, Any]:
+    """Retrain on a camera-balanced resampling; compare accuracy on the same test images."""
+    from camid.audit.bias import Check
+
+    balanced = camera_balanced(data, opts.seed)
+    n_train = sum((s.split or "").lower() != "test" for s in data)
+    n_bal = sum((s.split or "").lower() != "test" for s in balanced)
+    labels = {s.label for s in balanced if (s.split or "").lower() != "test"}
+    if len(labels) < 2:
+        return {
+            "done": False,
+            "reason": "no camera holds two labels: the training data "
+            "cannot be camera-balanced (collect every label with every camera)",
+        }
+    if n_bal == n_train:
+        return {"done": False, "reason": "the training rows are already camera-balanced"}
+    training, pred_b, _probs, _hist = _train_and_predict(
+        balanced, test, opts, progress, events, counterfactual=True
+    )
+    idx = [i for i, (p, q) in enumerate(zip(predicted, pred_b, strict=True)) if p and q]
+    truth = np.array([test[i].label for i in idx])
+    ok_a = np.array([predicted[i] for i in idx]) == truth
+    ok_b = np.array([pred_b[i] for i in idx]) == truth
+
+    def gain(ix: np.ndarray) -> float:
+        return float(ok_b[ix].mean() - ok_a[ix].mean())
+
+    lo, hi = bootstrap_ci(gain, len(idx), seed=opts.seed)
+    g = gain(np.arange(len(idx))) if idx else float("nan")
+    better = bool(idx) and g >= 0.05 and lo > 0
+    out = {
+        "done": True,
+        "train_images": n_bal,
+        "dropped": n_train - n_bal,
+        "accuracy_original": float(ok_a.mean()) if idx else None,
+        "accuracy_balanced": float(ok_b.mean()) if idx else None,
+        "gain": g,
+        "gain_ci95": [lo, hi],
+        "training": training,
+    }
+    out["check"] = Check(
+        "counterfactual",
+        "WARN" if better else "INFO",
+        f"retrained on a camera-balanced resampling ({n_bal} of {n_train} training images): "
+        f"test accuracy {out['accuracy_balanced']:.2f} vs {out['accuracy_original']:.2f} "
+        f"(difference {g:+.2f}, paired bootstrap 95% CI {lo:+.2f}..{hi:+.2f})"
+        + ("; the camera leak costs accuracy on a camera-balanced test" if better else ""),
+        {k: v for k, v in out.items() if k != "training"},
+    )
+    return out
+
+
 def build_test_split(samples: Sequence[Sample], fraction: float, seed: int) -> list[Sample]:
     """Copies of the samples with split=test on `fraction` of every camera x label cell."""
     rng = np.random.default_rng(seed)
@@ -501,6 +582,11 @@ def run_shortcut_stage(
         probabilities=[probs[i] for i in ok_idx],
     )
     checks: list[Check] = []
+    cf_check = None
+    if getattr(opts, "counterfactual", False):
+        cf = _counterfactual(data, test, predicted, opts, progress, events)
+        res["counterfactual"] = cf
+        cf_check = cf.pop("check", None)
     rec = None
     if probe.get("overall"):
         rec = probe.get("within_label_mean")
@@ -555,6 +641,8 @@ def run_shortcut_stage(
                 c.status = "INFO"
                 c.summary = "uninformative (the task model is at chance): " + c.summary
     checks.extend(stage_checks)
+    if cf_check is not None:
+        checks.append(cf_check)
     preds = [
         {"path": str(s.path), "camera": s.camera, "label": s.label, "predicted": p}
         for s, p in zip(test, predicted, strict=True)
@@ -579,6 +667,7 @@ def _train_and_predict(
     opts: Any,
     progress: Callable[[str, int, int], None] | None,
     events: Callable[[dict], None] | None,
+    counterfactual: bool = False,
 ) -> tuple[dict, list[str | None], list[float], list[dict]]:
     """Train the label classifier on the non-test rows; predict every test image."""
     from camid.device import resolve_device
@@ -595,10 +684,10 @@ def _train_and_predict(
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="camid-bias-") as tmp:
-        keep = opts.save_model is not None
+        keep = opts.save_model is not None and not counterfactual
         home = opts.home if keep else Path(tmp)
         cfg = TrainConfig(
-            name=opts.save_model or TASK_MODEL_NAME,
+            name=opts.save_model if keep else TASK_MODEL_NAME,
             arch=opts.arch,
             target="label",
             epochs=opts.epochs,
@@ -634,8 +723,8 @@ def _train_and_predict(
     m = result.card.metrics
     training = {
         "arch": opts.arch,
-        "model": opts.save_model,
-        "model_path": str(result.model_path) if opts.save_model else None,
+        "model": opts.save_model if keep else None,
+        "model_path": str(result.model_path) if keep else None,
         "train_images": m.get("train_images"),
         "val_images": m.get("val_images"),
         "val_accuracy": m.get("val_accuracy"),

@@ -141,6 +141,14 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--save-model", help="Keep the stage-1 task model under this name."),
         ] = None,
+        counterfactual: Annotated[
+            bool,
+            typer.Option(
+                "--counterfactual",
+                help="Stage 1: also retrain on a camera-balanced resampling of the training "
+                "rows and compare test accuracy (doubles the training time).",
+            ),
+        ] = False,
         html: Annotated[
             Path | None, typer.Option("--html", help="Write a self-contained HTML report.")
         ] = None,
@@ -181,6 +189,7 @@ def register(app: typer.Typer) -> None:
             arch=arch,
             device=device,
             save_model=save_model,
+            counterfactual=counterfactual,
         )
         with ExitStack() as stack:
             report = bias.run_bias_check(
