@@ -3,7 +3,8 @@
 Prints: stage 0 (`--quick`) time on a 10,000-row manifest with a camera column; stage 0
 time when the cameras come from EXIF (files copied from a small bottle set); and, with
 `--full`, the full run (stage 0 + probe + training + test predictions) on each manifest of
-`camid synth bottles` defaults: wall time, peak RSS of the process, verdict and exit code.
+`camid synth bottles` defaults: wall time, peak RSS (the largest of the child processes so
+far: getrusage cannot separate them), verdict and exit code.
 
     python benchmarks/bench_bias_check.py [--work DIR] [--exif-images 2000] [--full]
         [--time-budget 60] [--arch tracenet]
@@ -117,7 +118,7 @@ def full_runs(work: Path, time_budget: float, arch: str) -> list[dict]:
                 "exit": proc.returncode,
                 "verdict": rep.get("verdict"),
                 "seconds": round(dt, 1),
-                "peak_rss_mb": round(max(rss, before) / 1024, 0),
+                "peak_rss_mb_max_so_far": round(max(rss, before) / 1024, 0),
                 "test_accuracy": sc.get("accuracy"),
                 "follow_rate": (sc.get("follow") or {}).get("follow_rate"),
                 "probe_recoverability": ((sc.get("probe") or {}).get("overall") or {}).get(
