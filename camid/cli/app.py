@@ -37,6 +37,7 @@ def root(
 
 
 from camid.cli import (  # noqa: E402 - the root app must exist before commands attach
+    bias_check,
     dataset,
     demo,
     evaluate,
@@ -51,5 +52,7 @@ from camid.cli import (  # noqa: E402 - the root app must exist before commands 
 
 # One registration style: every command module has `register(app)`, which adds its
 # top-level command(s) or its command group.
-for _module in (demo, info, exif, identify, train, evaluate, dataset, models, synth, prnu):
+for _module in (
+    demo, info, exif, identify, train, evaluate, bias_check, dataset, models, synth, prnu,
+):  # fmt: skip
     _module.register(app)
