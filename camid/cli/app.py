@@ -42,6 +42,7 @@ from camid.cli import (  # noqa: E402 - the root app must exist before commands 
     demo,
     evaluate,
     exif,
+    heatmap,
     identify,
     info,
     models,
@@ -50,7 +51,7 @@ from camid.cli import (  # noqa: E402 - the root app must exist before commands 
     train,
 )
 
-for _module in (demo, info, exif, identify, train, evaluate):
+for _module in (demo, info, exif, identify, train, evaluate, heatmap):
     _module.register(app)
 app.add_typer(dataset.app, name="dataset", help="Dataset manifests and summaries (camera x label).")
 app.add_typer(

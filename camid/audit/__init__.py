@@ -1,0 +1,1 @@
+"""Dataset and model audits: bias-check, heatmaps, lr-check, probes."""
