@@ -213,9 +213,13 @@ def _dataset_map(out, source, failed, predictor, out_dir, window, stride, cells,
     for note in ds.notes:
         out.info(note)
     samples = [s for s in ds.samples if split is None or (s.split or "") == split]
-    items = [(s.path, s.camera) for s in samples if s.camera]
+    known = set(predictor.card.classes)
+    items = [(s.path, s.camera) for s in samples if s.camera in known]
     if len(items) < len(samples):
-        out.warn(f"{len(samples) - len(items)} images without a camera value skipped")
+        out.warn(
+            f"{len(samples) - len(items)} images skipped: no camera value, or a camera the "
+            "model does not know"
+        )
     if not items:
         raise UsageError(f"{source}: no images with a known camera to score")
     result: PositionAccuracy | None = None
