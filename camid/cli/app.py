@@ -45,13 +45,14 @@ from camid.cli import (  # noqa: E402 - the root app must exist before commands 
     heatmap,
     identify,
     info,
+    lr_check,
     models,
     prnu,
     synth,
     train,
 )
 
-for _module in (demo, info, exif, identify, train, evaluate, heatmap):
+for _module in (demo, info, exif, identify, train, evaluate, heatmap, lr_check):
     _module.register(app)
 app.add_typer(dataset.app, name="dataset", help="Dataset manifests and summaries (camera x label).")
 app.add_typer(
