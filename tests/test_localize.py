@@ -78,8 +78,10 @@ def test_splice_map_drops_inside_the_pasted_block(case) -> None:
     outside_mean = np.nanmean(corr[outside])
     assert outside_mean > 0.02
     assert inside_mean < 0.5 * outside_mean
-    assert np.nanmean(m.pixel_map(m.p_foreign)[core]) > 0.5 > np.nanmean(
-        m.pixel_map(m.p_foreign)[outside]
+    assert (
+        np.nanmean(m.pixel_map(m.p_foreign)[core])
+        > 0.5
+        > np.nanmean(m.pixel_map(m.p_foreign)[outside])
     )
     mask = m.pixel_mask()
     assert mask.any()
@@ -111,9 +113,7 @@ def test_heatmap_cli_prnu_writes_grid_sidecar_and_pngs(case, tmp_path: Path, cap
     Image.fromarray(spliced).save(photo)
     before = sorted(p.name for p in photo.parent.iterdir())
     out_dir = tmp_path / "maps"
-    rc = main(
-        ["heatmap", str(photo), "--fingerprint", str(fp_path), "-o", str(out_dir), "--json"]
-    )
+    rc = main(["heatmap", str(photo), "--fingerprint", str(fp_path), "-o", str(out_dir), "--json"])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     (rec,) = json.loads(cap.out)
