@@ -130,3 +130,5 @@ def test_heatmap_cli_per_photo_and_dataset(trained, tmp_path: Path, capsys) -> N
     assert obj["patch_accuracy"] > 0.6
     assert "skipped" in cap.err  # the outsider camera's photos
     assert np.load(out_dir / "cameras.position.npy").shape == (4, 4)
+    assert Image.open(out_dir / "cameras.position.png").size == (256, 256)
+    assert (out_dir / "cameras.position.figure.png").stat().st_size > 1000

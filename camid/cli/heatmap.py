@@ -207,7 +207,7 @@ def _dataset_map(out, source, failed, predictor, out_dir, window, stride, cells,
     from camid import __version__
     from camid.audit.heatmap import PositionAccuracy, position_accuracy
     from camid.data.dataset import load_dataset
-    from camid.report.maps import GridGeometry, save_map
+    from camid.report.maps import GridGeometry, grid_figure, save_map
 
     ds = load_dataset(source)
     for note in ds.notes:
@@ -236,7 +236,8 @@ def _dataset_map(out, source, failed, predictor, out_dir, window, stride, cells,
     assert result is not None
     summary = result.summary()
     acc = result.accuracy
-    geo = GridGeometry(cells, cells, 1, 1, (0, 0))
+    px_cell = 64  # the bare PNG: a nominal square frame, 64 px per cell
+    geo = GridGeometry(cells * px_cell, cells * px_cell, px_cell, px_cell, (0, 0))
     stem = f"{Path(source).stem or 'dataset'}.position"
     files = save_map(
         out_dir,
@@ -251,6 +252,7 @@ def _dataset_map(out, source, failed, predictor, out_dir, window, stride, cells,
             "model_sha256": predictor.card.weights_sha256,
             "value": "patch accuracy of the views whose centre falls in each cell of a "
             f"{cells}x{cells} grid over the frame (normalised coordinates)",
+            "grid_note": f"normalised frame drawn as {px_cell} px per cell (grid.image_*)",
             "window": result.window,
             "stride": result.stride,
             "views_per_cell": result.total.astype(int).tolist(),
@@ -262,7 +264,14 @@ def _dataset_map(out, source, failed, predictor, out_dir, window, stride, cells,
         vmax=1.0,
         arrays={"views": result.total.astype(np.int64)},
     )
-    # the same grid relative to its mean (seed 000 Fig. 8 shows relative accuracy)
+    files.append(
+        grid_figure(
+            acc,
+            Path(out_dir) / f"{stem}.figure.png",
+            label="patch accuracy",
+            title=f"{predictor.card.name}: patch accuracy by position ({result.images} photos)",
+        )
+    )
     s = _round({k: v for k, v in summary.items() if k != "per_camera"})
     out.emit_object(
         {

@@ -217,3 +217,38 @@ def save_map(
     write_text_atomic(out_dir / f"{stem}.json", dumps(meta) + "\n")
     files.append(out_dir / f"{stem}.json")
     return files
+
+
+def grid_figure(
+    values: np.ndarray,
+    path: Path,
+    *,
+    label: str,
+    title: str = "",
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    cmap: str = "viridis",
+) -> Path:
+    """A small grid (e.g. accuracy by position over a dataset) with its values written in
+    the cells and a colour bar; NaN cells left blank."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from camid.engine.plots import _save
+
+    vals = np.asarray(values, dtype=float)
+    rows, cols = vals.shape
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * cols, 0.6 + 0.6 * rows))
+    im = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, vmin=vmin, vmax=vmax)
+    for i in range(rows):
+        for j in range(cols):
+            if np.isfinite(vals[i, j]):
+                v = (vals[i, j] - vmin) / ((vmax - vmin) or 1.0)
+                ax.text(j, i, f"{vals[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="black" if v > 0.6 else "white")  # fmt: skip
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).set_label(label)
+    return _save(fig, path, title)
