@@ -132,3 +132,12 @@ def test_heatmap_cli_per_photo_and_dataset(trained, tmp_path: Path, capsys) -> N
     assert np.load(out_dir / "cameras.position.npy").shape == (4, 4)
     assert Image.open(out_dir / "cameras.position.png").size == (256, 256)
     assert (out_dir / "cameras.position.figure.png").stat().st_size > 1000
+    # a folder of one camera's photos (no EXIF) with --truth is a dataset too
+    folder = tmp_path / "cora"
+    for k in range(2):
+        save_jpeg(fake_photo("Cora C3", 900 + k), folder / f"c{k}.jpg", None, None)
+    rc = main(["heatmap", str(folder), "-m", "fk3", "--truth", "Cora C3", "--cells", "2",
+               "-o", str(out_dir), "--json"])  # fmt: skip
+    obj = json.loads(capsys.readouterr().out)
+    assert rc == 0 and obj["images"] == 2 and obj["views"] == 24
+    assert obj["per_camera"]["Cora C3"]["patch_accuracy"] == obj["patch_accuracy"] > 0.6

@@ -200,7 +200,7 @@ def _cnn_maps(out, paths, failed, predictor, out_dir, window, stride, camera, tr
         out.record(rec)
 
 
-def _dataset_map(out, source, failed, predictor, out_dir, window, stride, cells, split):
+def _dataset_map(out, source, failed, predictor, out_dir, window, stride, cells, split, truth):
     """Patch accuracy by position accumulated over a dataset (seed 000 Fig. 8)."""
     import numpy as np
 
@@ -214,6 +214,11 @@ def _dataset_map(out, source, failed, predictor, out_dir, window, stride, cells,
         out.info(note)
     samples = [s for s in ds.samples if split is None or (s.split or "") == split]
     known = set(predictor.card.classes)
+    if truth is not None:  # one camera for every photo (a folder of one camera's photos)
+        if truth not in known:
+            raise UsageError(f"{truth!r} is not one of the model's cameras")
+        for s in samples:
+            s.camera = truth
     items = [(s.path, s.camera) for s in samples if s.camera in known]
     if len(items) < len(samples):
         out.warn(
@@ -311,7 +316,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         truth: Annotated[
             str | None,
-            typer.Option("--truth", help="The photos' true camera: also map correctness."),
+            typer.Option(
+                "--truth",
+                help="The photos' true camera: also map correctness (dataset mode: overrides "
+                "the manifest / EXIF camera of every photo).",
+            ),
         ] = None,
         window: Annotated[
             int | None,
@@ -375,7 +384,9 @@ def register(app: typer.Typer) -> None:
         failed: list[str] = []
         if dataset:
             predictor = _load_predictor(model, device, batch_size)
-            _dataset_map(out, inputs[0], failed, predictor, out_dir, window, stride, cells, split)
+            _dataset_map(
+                out, inputs[0], failed, predictor, out_dir, window, stride, cells, split, truth
+            )
             raise typer.Exit(finish_batch(out, failed))
         paths, failed = gather_inputs(out, inputs, recursive or per_image, ext)
         total = len(paths) + len(failed)
