@@ -90,6 +90,7 @@ def test_lr_check_cnn_transfers_and_prnu_does_not(dataset: Path, tmp_path: Path)
     assert prnu["test_left"]["own_device_match_rate"] >= 0.75
     assert prnu["test_right"]["own_device_match_rate"] == 0.0  # unseen area: no match
     assert prnu["test_right"]["own_device_pce_median"] < 10
+    assert prnu["transfer_measure"] == "own_device_match_rate"
     assert prnu["transfer"] == 0.0 and prnu["verdict"].startswith("position-bound")
     # the argmax over devices still finds the camera on the unseen half here: the fake
     # cameras' repeating 4x4 pattern is in every fingerprint (a non-unique artefact)

@@ -227,7 +227,8 @@ def prnu_control(
 
     A test half is attributed to the device with the highest PCE; reported: the share of
     test photos whose camera (and device) is right per half, and the share whose own
-    device's PCE passes the usual threshold (60), which decides the transfer verdict.
+    device's PCE passes the usual threshold (60), which decides the transfer verdict (the
+    device accuracy when fewer than half of the seen halves match).
     """
     from camid.prnu.fingerprint import FingerprintAccumulator
     from camid.prnu.match import DEFAULT_THRESHOLD, FingerprintBank
@@ -297,11 +298,20 @@ def prnu_control(
         d["own_device_pce_median"] = float(np.median(pce_own[r])) if pce_own[r] else None
         out["test_" + r] = d
     # PRNU decides by a match (PCE above threshold), whose chance level is ~0 (p = 1e-14
-    # per test at PCE 60): the transfer is judged on the own-device match rate. The argmax
-    # accuracies above can stay above chance on the unseen half when the fingerprints hold
+    # per test at PCE 60): the transfer is judged on the own-device match rate. When the
+    # fingerprints are too weak for that (under half of the seen halves match: few or busy
+    # photos), the nearest-device accuracy is used instead (chance = 1 / devices). The
+    # camera accuracies can stay above chance on the unseen half when the fingerprints hold
     # non-unique, repeating artefacts of the camera model (they are then not pure PRNU).
     n0, n1 = max(1, scores[regions[0]].images), max(1, scores[regions[1]].images)
-    out["transfer"] = transfer_ratio(match[regions[0]] / n0, match[regions[1]] / n1, 0.0)
+    if match[regions[0]] / n0 >= 0.5:
+        out["transfer_measure"] = "own_device_match_rate"
+        out["transfer"] = transfer_ratio(match[regions[0]] / n0, match[regions[1]] / n1, 0.0)
+    else:
+        out["transfer_measure"] = "device_accuracy"
+        out["transfer"] = transfer_ratio(
+            dev_ok[regions[0]] / n0, dev_ok[regions[1]] / n1, out["device_chance"]
+        )
     out["verdict"] = verdict(out["transfer"])
     if skipped:
         out["skipped"] = skipped
