@@ -42,8 +42,10 @@ from camid.cli import (  # noqa: E402 - the root app must exist before commands 
     demo,
     evaluate,
     exif,
+    heatmap,
     identify,
     info,
+    lr_check,
     models,
     prnu,
     synth,
@@ -53,6 +55,7 @@ from camid.cli import (  # noqa: E402 - the root app must exist before commands 
 # One registration style: every command module has `register(app)`, which adds its
 # top-level command(s) or its command group.
 for _module in (
-    demo, info, exif, identify, train, evaluate, bias_check, dataset, models, synth, prnu,
+    demo, info, exif, identify, train, evaluate, bias_check, heatmap, lr_check, dataset,
+    models, synth, prnu,
 ):  # fmt: skip
     _module.register(app)

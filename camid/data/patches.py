@@ -1,7 +1,8 @@
 """Patch geometry: frame regions, random training crops, inference grids, image-level splits.
 
 A *region* restricts every crop to part of the frame: `full`, `left` / `right` half (the
-left->right transfer check of seed 000), or `center80` (the central 80 %, a Kaggle trick).
+left->right transfer check of seed 000), `top` / `bottom` half (the same check along the
+other axis), or `center80` (the central 80 %, a Kaggle trick).
 Splits are always by image: all patches of one image sit on the same side.
 """
 
@@ -16,7 +17,7 @@ import numpy as np
 from camid.data.augment import d4, random_manipulation
 from camid.errors import UsageError
 
-REGIONS = ("full", "left", "right", "center80")
+REGIONS = ("full", "left", "right", "top", "bottom", "center80")
 ALIGN = 8
 """Crop corners sit on multiples of 8 pixels of the original frame: that keeps the 2x2
 colour-filter (demosaicing) lattice and the 8x8 JPEG block grid in the same phase in every
@@ -36,6 +37,11 @@ def region_bounds(height: int, width: int, region: str = "full") -> tuple[int, i
     if region == "right":
         x0 = min(_up(width // 2, ALIGN), width - 1)
         return 0, height, x0, width
+    if region == "top":
+        return 0, max(1, height // 2), 0, width
+    if region == "bottom":
+        y0 = min(_up(height // 2, ALIGN), height - 1)
+        return y0, height, 0, width
     if region == "center80":
         dy, dx = _up(int(round(height * 0.1)), ALIGN), _up(int(round(width * 0.1)), ALIGN)
         if dy >= height - dy or dx >= width - dx:

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, Sampler
 
 from camid.data.augment import d4
 from camid.data.patches import (
+    ALIGN,
     CropRecipe,
     crop,
     five_crop_positions,
@@ -376,6 +377,37 @@ def extract_views(pixels: np.ndarray, spec: ViewSpec) -> np.ndarray:
     if spec.d4:
         crops = [d4(c, k) for c in crops for k in range(8)]
     return np.stack([np.ascontiguousarray(c) for c in crops])
+
+
+def sliding_positions(
+    height: int, width: int, size: int, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ys, xs): top-left corners of a sliding size x size window grid over an HxW frame.
+
+    Corners lie on the 8-px JPEG/CFA grid (ALIGN): the stride must be a multiple of ALIGN
+    and the grid is centred with its offset rounded down to a multiple of ALIGN. A frame
+    smaller than the window gives one position (0) on that axis (the view is padded).
+    """
+    if stride < ALIGN or stride % ALIGN:
+        raise ValueError(f"the stride must be a positive multiple of {ALIGN} px")
+
+    def axis(n: int) -> np.ndarray:
+        count = max(0, n - size) // stride + 1
+        start = (max(0, n - size - (count - 1) * stride) // 2) // ALIGN * ALIGN
+        return start + stride * np.arange(count, dtype=np.int64)
+
+    return axis(height), axis(width)
+
+
+def sliding_views(pixels: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """(views, boxes): every size x size view of a sliding grid (row-major) and its box
+    (y0, x0, y1, x1) in the frame; see `sliding_positions`."""
+    ys, xs = sliding_positions(pixels.shape[0], pixels.shape[1], size, stride)
+    boxes = np.array([(y, x, y + size, x + size) for y in ys for x in xs], dtype=np.int64)
+    views = np.stack(
+        [np.ascontiguousarray(crop(pixels, int(y), int(x), size)) for y, x, _, _ in boxes]
+    )
+    return views, boxes
 
 
 def to_input(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
