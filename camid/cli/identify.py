@@ -24,9 +24,10 @@ from camid.errors import EXIT_FINDING, InputError
 from camid.report.output import Format
 
 TABLE_COLUMNS = [
-    "path", "camera", "probability", "agreement", "decision", "exif_camera", "exif_check",
-    "reason",
+    "path", "camera", "probability", "exif_check", "reason", "exif_camera", "agreement",
 ]  # fmt: skip
+"""What the table shows, most useful first (camera says 'unknown' when the decision is;
+a narrow terminal leaves out the last columns; JSON and CSV carry every field)."""
 
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="Registry name or .safetensors file of a model.")

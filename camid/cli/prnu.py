@@ -538,7 +538,9 @@ def matrix(
     summary.update({"fingerprints": len(fps), "photos": len(columns), "camid_version": __version__})
     if scores_csv is not None:
         _write_scores(scores_csv, fp_labels, [r for r in records], len(fps))
-    if summary_only:
+    if summary_only and out.fmt == "table":
+        out.emit_object(summary, title="PRNU matrix summary")
+    elif summary_only:
         out.emit([summary], title="PRNU matrix summary")
     else:
         out.emit(records, columns=None if out.machine else MATRIX_COLUMNS, title="PRNU matrix")
