@@ -208,3 +208,39 @@ def test_layout_cells_fit_their_columns():
         for cell, w in zip(row, lay.widths, strict=True):
             assert all(len(line) <= w for line in cell)
     assert all(len(cell) <= 2 for row in lay.rows for cell in row)
+
+
+# ----------------------------------------------------------------------------- PRNU outcome
+
+
+def test_prnu_outcomes_and_thresholds_in_the_record():
+    from camid.prnu.match import MatchResult, outcome_of, p_value_from_pce
+
+    assert [outcome_of(x) for x in (61.0, 60.0, 57.0, 25.5, 25.0, 3.0, -4.0)] == [
+        "match", "inconclusive", "inconclusive", "inconclusive", "no match", "no match",
+        "no match",
+    ]  # fmt: skip
+    assert outcome_of(30.0, threshold=20.0) == "match"
+    assert outcome_of(15.0, threshold=20.0) == "no match"  # no band under a low threshold
+    p, _ = p_value_from_pce(57.0)
+    r = MatchResult("A", 57.0, 0.02, p, -13.7, decision=False)
+    rec = r.to_record()
+    assert rec["outcome"] == "inconclusive" and rec["decision"] == "no match"
+    assert rec["threshold"] == 60.0 and rec["inconclusive_above"] == 25.0
+    assert p < 1e-12  # a tiny p-value now sits next to 'inconclusive', not 'no match'
+
+
+def test_prnu_match_exit_code_counts_inconclusive(prnu_files, capsys):
+    """A photo of the device under a threshold set above its PCE: inconclusive, exit 1;
+    with the threshold under its PCE: match, exit 0."""
+    photos, fp = prnu_files
+    capsys.readouterr()
+    assert main(["prnu", "match", photos[0], "-F", fp, "--threads", "1", "--json"]) == 0
+    pce = json.loads(capsys.readouterr().out)[0]["pce"]
+    assert pce > 60
+    rc = main(["prnu", "match", photos[0], "-F", fp, "--threads", "1", "--json",
+               "--threshold", str(pce + 1)])  # fmt: skip
+    cap = capsys.readouterr()
+    assert rc == 1
+    assert json.loads(cap.out)[0]["outcome"] == "inconclusive"
+    assert "1 inconclusive" in cap.err
