@@ -244,3 +244,25 @@ def test_prnu_match_exit_code_counts_inconclusive(prnu_files, capsys):
     assert rc == 1
     assert json.loads(cap.out)[0]["outcome"] == "inconclusive"
     assert "1 inconclusive" in cap.err
+
+
+def test_identify_says_which_unknown_threshold(trained, capsys, monkeypatch):
+    """The table title and the reason name the threshold and where it came from."""
+    home, csv = trained
+    monkeypatch.setenv("CAMID_HOME", str(home))
+    photo = str(sorted((csv.parent / "images").glob("*.jpg"))[0])
+    card_t = None
+    cases = (([], "the model's calibrated value"),
+             (["--unknown-threshold", "0.999"], "--unknown-threshold"))  # fmt: skip
+    for extra, words in cases:
+        rc, out, err = _run_table(
+            capsys, monkeypatch, 100, ["identify", photo, "-m", "fk3", *extra]
+        )
+        assert rc == 0 and words in out.replace("\n", " ") + err
+        capsys.readouterr()
+        main(["identify", photo, "-m", "fk3", "--json", *extra])
+        rec = json.loads(capsys.readouterr().out)[0]
+        if not extra:
+            card_t = rec
+    assert card_t is not None
+    assert "0.999" in rec["reason"] and "below the given threshold" in rec["reason"]
