@@ -846,7 +846,13 @@ def _finish(run: _Run, epoch: int, stopped: str, home: Path | None) -> TrainResu
         curve_path = models_dir(home) / f"{cfg.name}.curve.png"
         from camid.report.plots import training_curve
 
-        training_curve(history, curve_path, title=f"{cfg.name} ({cfg.arch})")
+        training_curve(
+            history,
+            curve_path,
+            title=f"{cfg.name} ({cfg.arch})",
+            best_epoch=best["epoch"],
+            manipulated=bool(cfg.manipulate),
+        )
     dist.barrier(run.info)
     return TrainResult(
         card, model_path, curve_path, run.ckpt_path, history, stopped, data.notes, run.unreadable

@@ -50,6 +50,14 @@ class ConditionReport:
     accuracy_decided (what "identified" means to a reader)."""
 
 
+    def figure_confusion(self) -> dict[str, Any]:
+        """The confusion matrix to draw: with the 'unknown' column when any photo was
+        called unknown, else the closed-set one."""
+        if any(row[-1] for row in self.confusion_open_set["matrix"]):
+            return self.confusion_open_set
+        return self.confusion
+
+
 @dataclass
 class EvaluationReport:
     """What `evaluate` measured: one ConditionReport per condition, plus provenance."""
