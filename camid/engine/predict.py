@@ -301,4 +301,4 @@ class OpenSetRule:
                     f"(< {need:.3f}) and point to {classes[int(np.argmax(hp))]!r}; "
                     f"combined probability {p:.2f}"
                 )
-        return True, f"p = {p:.3f} >= {self.threshold:.3g} ({self.threshold_source}); {votes}"
+        return True, f"probability {p:.3f} >= {self.threshold_origin}; {votes}"
