@@ -114,3 +114,32 @@ def test_summary_cli(folder_dataset, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "camera,cat,dog,total"
     assert "Zeta Z9,1,2,3" in lines
+
+
+def test_summary_warns_on_a_fully_confounded_set(tmp_path, capsys):
+    """Every camera under one label: a warning naming the confound and bias-check, exit 0;
+    a set where a camera spans labels, or the label is the camera, gets no warning."""
+    root = tmp_path / "conf"
+    for label, cam in {"cat": "Acme A1", "dog": "Zeta Z9"}.items():
+        (root / label).mkdir(parents=True)
+        for i in range(2):
+            make, model = cam.split()
+            write_jpeg(root / label / f"{i}.jpg", make=make, model=model)
+    assert summarize(load_dataset(root))["confound"]["full"] is True
+    capsys.readouterr()
+    assert main(["dataset", "summary", str(root), "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "fully confounded" in err and "camid bias-check" in err
+    (root / "dog" / "x.jpg").write_bytes((root / "cat" / "0.jpg").read_bytes())  # Acme, dog
+    assert summarize(load_dataset(root))["confound"]["full"] is False
+    assert main(["dataset", "summary", str(root), "--json"]) == 0
+    assert "confounded" not in capsys.readouterr().err
+    rows = [
+        {"path": str(root / "cat" / "0.jpg"), "label": "Acme A1", "camera": "Acme A1"},
+        {"path": str(root / "dog" / "0.jpg"), "label": "Zeta Z9", "camera": "Zeta Z9"},
+    ]
+    csv = tmp_path / "cams.csv"
+    csv.write_text(
+        "path,label,camera\n" + "".join(f"{r['path']},{r['label']},{r['camera']}\n" for r in rows)
+    )
+    assert summarize(load_dataset(csv))["confound"]["full"] is False  # camera-ID set

@@ -94,3 +94,48 @@ def test_evaluate_reports_unreadable_test_images(
     assert rc == 3
     rep = json.loads(cap.out)
     assert len(rep["errors"]) == 1 and "bad.jpg" in rep["errors"][0]
+
+
+def test_decided_share_and_accuracy_side_by_side():
+    """0.95 closed-set accuracy with 90% called unknown: the table says 10% decided."""
+    import numpy as np
+
+    from camid.identify.evaluate import EvaluationReport, _summarise
+
+    closed = np.array([[19, 1], [1, 19]])
+    matrix = np.array([[2, 0, 18], [0, 2, 18]])  # 4 of 40 decided, all correct
+    cond = _summarise("original", ["a", "b"], closed, matrix, {})
+    assert cond.accuracy == 0.95 and cond.unknown_rate == 0.9
+    assert cond.decided_share == pytest.approx(0.1) and cond.accuracy_decided == 1.0
+    assert cond.identified == pytest.approx(0.1)
+    report = EvaluationReport("m", "x", "camera", ["a", "b"], 40, conditions=[cond])
+    row = report.summary_rows()[0]
+    keys = list(row)
+    assert keys.index("decided") + 1 == keys.index("accuracy_decided")
+    assert row["closed_set_accuracy"] == 0.95 and row["identified"] == pytest.approx(0.1)
+    none = _summarise("x", ["a", "b"], closed, np.array([[0, 0, 20], [0, 0, 20]]), {})
+    assert none.accuracy_decided is None and none.decided_share == 0.0
+
+
+def test_figures_say_what_they_show(tmp_path):
+    """The confusion figure gets an 'unknown' column when photos were called unknown; the
+    training curve is written with the best epoch and the crop note (PNG, real matplotlib)."""
+    import numpy as np
+    from PIL import Image
+
+    from camid.identify.evaluate import _summarise
+    from camid.report.plots import _fit_name, confusion_figure, training_curve
+
+    closed = np.array([[3, 1], [0, 4]])
+    cond = _summarise("original", ["a", "b"], closed, np.array([[3, 0, 1], [0, 4, 0]]), {})
+    assert cond.figure_confusion()["predicted"] == ["a", "b", "unknown"]
+    sure = _summarise("original", ["a", "b"], closed, np.array([[3, 1, 0], [0, 4, 0]]), {})
+    assert sure.figure_confusion()["predicted"] == ["a", "b"]
+    long = "Hollis Mobile HM-X3 Professional Edition Ultra Max"
+    assert all(len(line) <= 22 for line in _fit_name(long).split("\n"))
+    c = cond.figure_confusion()
+    png = confusion_figure(c["matrix"], [long, "b"], [long, "b", "unknown"], tmp_path / "c.png")
+    assert Image.open(png).size[0] > 400
+    hist = [{"epoch": e, "train_loss": 1 / e, "train_accuracy": 0.5} for e in (1, 2, 3)]
+    png = training_curve(hist, tmp_path / "t.png", "m", best_epoch=2, manipulated=True)
+    assert Image.open(png).format == "PNG"

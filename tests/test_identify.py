@@ -61,7 +61,11 @@ def test_open_set_rule_and_aggregation() -> None:
     rule = OpenSetRule(threshold=0.5)
     assert rule.decide(agg, ["a", "b", "c"])[0] is True
     known, reason = rule.decide(flat, ["a", "b", "c"])
-    assert known is False and "threshold 0.50" in reason
+    assert known is False and "below the given threshold 0.5" in reason
+    near = Aggregate(np.array([0.904, 0.096, 0.0]), np.array([1.0, 0.0, 0.0]), 64)
+    card_rule = OpenSetRule(0.91, threshold_source="model")
+    known, reason = card_rule.decide(near, ["a", "b", "c"])
+    assert not known and "p = 0.904, 0.006 below the model's calibrated threshold 0.91" in reason
     split = Aggregate(np.array([0.6, 0.4, 0.0]), np.array([0.3, 0.7, 0.0]), 10)
     known, reason = OpenSetRule(0.5, min_agreement=0.5).decide(split, ["a", "b", "c"])
     assert known is False and "disagree" in reason
@@ -350,6 +354,4 @@ def test_library_door_gives_the_cli_records(trained: tuple[Path, Path], capsys) 
     assert rc == 0, err
     keys = ("path", "camera", "decision", "probability", "reason", "exif_check", "evidence")
     assert [{k: r[k] for k in keys} for r in lib] == [{k: r[k] for k in keys} for r in cli]
-    assert ident.rule.threshold == pytest.approx(
-        float(ident.card.calibration["unknown_threshold"])
-    )
+    assert ident.rule.threshold == pytest.approx(float(ident.card.calibration["unknown_threshold"]))

@@ -80,3 +80,27 @@ def test_budget_without_epochs_stops_on_patience(tiny: Path, tmp_path: Path, cap
     assert rc == 0, cap.err
     assert '"stopped": "patience"' in cap.out and "no better validation" in cap.err
     assert read_card("cli")[0].metrics["stopped"] == "patience"
+
+
+def test_budget_on_resume_is_time_to_spend_now(tiny: Path, tmp_path: Path):
+    """A run interrupted after a long first part: --resume with a budget trains on for the
+    budget given now, not minus the earlier run's time (issue 17)."""
+    import torch
+
+    samples = load_dataset(tiny).samples
+
+    def interrupt(ev: dict) -> None:
+        if ev["event"] == "epoch" and ev["epoch"] == 1:
+            raise Stop
+
+    cfg = TrainConfig(name="again", epochs=3, time_budget=600, **TINY)
+    with pytest.raises(Stop):
+        train(cfg, samples, home=tmp_path, progress=interrupt)
+    ckpt = tmp_path / "runs" / "again" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    state["elapsed"] = 5000.0  # the first part took longer than the whole budget
+    torch.save(state, ckpt)
+    events: list[dict] = []
+    res = train(cfg, samples, home=tmp_path, resume=True, progress=events.append)
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2, 3]
+    assert res.stopped == "epochs"

@@ -44,6 +44,15 @@ def summary(
             + ", ".join(shown)
             + (f" (+{more} more)" if more else "")
         )
+    conf = summ["confound"]
+    if conf["full"]:
+        out.warn(
+            f"camera and label are fully confounded: each of the {conf['cameras']} cameras "
+            f"appears under one of the {conf['labels']} labels only, so a model can score "
+            "perfectly by recognising the camera instead of the content; `camid bias-check` "
+            "measures how much a trained model relies on it (re-collect so that labels share "
+            "cameras, or split the evaluation by camera)"
+        )
     if out.fmt == "json":
         out.emit_object(summ)
         return

@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
         if plot is not None and report.conditions:
             from camid.report.plots import confusion_figure
 
-            c0 = report.conditions[0].confusion
+            c0 = report.conditions[0].figure_confusion()
             title = f"{ident.card.name}: unaltered test images"
             confusion_figure(c0["matrix"], c0["true"], c0["predicted"], plot, title=title)
             report.plot = str(plot)

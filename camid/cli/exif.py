@@ -23,9 +23,10 @@ from camid.io.exif import read_exif
 from camid.report.output import Format
 
 TABLE_COLUMNS = [
-    "path", "camera", "software", "datetime_original", "orientation", "width", "height",
-    "jpeg_quality", "conversion", "sha256",
+    "path", "camera", "software", "datetime_original", "size", "jpeg_quality", "sha256",
+    "orientation", "conversion",
 ]  # fmt: skip
+"""What the table shows, most useful first (a narrow terminal leaves out the last ones)."""
 
 
 def register(app: typer.Typer) -> None:
@@ -57,6 +58,9 @@ def register(app: typer.Typer) -> None:
                 continue
             for w in info.warnings:
                 out.info(f"{p}: {w}")
-            out.record(info.to_record(with_tables=tables and out.machine))
+            rec = info.to_record(with_tables=tables and out.machine)
+            if not out.machine:
+                rec["size"] = f"{rec.get('width')}x{rec.get('height')}"
+            out.record(rec)
         out.finish(columns=None if out.machine else TABLE_COLUMNS, title="EXIF")
         raise typer.Exit(finish_batch(out, failed, failed_list, paths))

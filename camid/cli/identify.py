@@ -24,9 +24,16 @@ from camid.errors import EXIT_FINDING, InputError
 from camid.report.output import Format
 
 TABLE_COLUMNS = [
-    "path", "camera", "probability", "agreement", "decision", "exif_camera", "exif_check",
-    "reason",
+    "path", "camera", "probability", "exif_check", "reason", "exif_camera", "agreement",
 ]  # fmt: skip
+"""What the table shows, most useful first (camera says 'unknown' when the decision is;
+a narrow terminal leaves out the last columns; JSON and CSV carry every field)."""
+
+THRESHOLD_SOURCES = {
+    "model": "the model's calibrated value",
+    "given": "--unknown-threshold",
+    "default": "default: the model has no calibrated value",
+}
 
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="Registry name or .safetensors file of a model.")
@@ -38,7 +45,8 @@ UnknownOpt = Annotated[
     typer.Option(
         "--unknown-threshold",
         help="Call the camera 'unknown' when the calibrated max-probability is below this "
-        "(default: the model's, 0.5).",
+        "(default: the model card's calibrated threshold, shown by `camid models show` as "
+        "calibration.unknown_threshold; 0.5 only for a card without one).",
     ),
 ]
 AgreementOpt = Annotated[
@@ -160,9 +168,12 @@ def register(app: typer.Typer) -> None:
                     "no fingerprint records its camera model: a PRNU match names the device "
                     "only (`camid prnu fingerprint --camera MODEL` records it)"
                 )
+        rule = ident.rule
+        source = THRESHOLD_SOURCES.get(rule.threshold_source, rule.threshold_source)
+        unknown_below = f"unknown below p = {rule.threshold:g} ({source})"
         out.info(
             f"model {ident.card.name} ({ident.card.arch}, {len(ident.card.classes)} cameras), "
-            f"T={ident.temperature:.3g}, unknown below p={ident.rule.threshold:.2f}"
+            f"T={ident.temperature:.3g}, {unknown_below}"
         )
         mismatches = 0
         for res in out.progress(
@@ -191,7 +202,10 @@ def register(app: typer.Typer) -> None:
             out.record(rec)
         columns = TABLE_COLUMNS + (["traces"] if ident.predictor.heads else [])
         columns += ["prnu"] if fingerprint else []
-        out.finish(columns=None if out.machine else columns, title="camera identification")
+        out.finish(
+            columns=None if out.machine else columns,
+            title=f"camera identification by {ident.card.name}: {unknown_below}",
+        )
         code = finish_batch(out, failed, failed_list, paths)
         if code == 0 and fail_on_mismatch and mismatches:
             code = EXIT_FINDING

@@ -13,6 +13,11 @@ from camid.report.output import Format
 
 app = typer.Typer(no_args_is_help=True)
 
+ARCH_COLUMNS = ["name", "family", "input_size", "min_input_size", "imagenet_available",
+                "description"]  # fmt: skip
+MODEL_COLUMNS = ["name", "arch", "classes", "accuracy", "task", "created", "status", "path"]
+"""What the tables show (JSON and CSV carry every field)."""
+
 
 @app.command("list")
 def list_cmd(
@@ -28,7 +33,11 @@ def list_cmd(
     if archs:
         from camid.models.registry import get_arch, list_models
 
-        out.emit([get_arch(n).to_record() for n in list_models()], title="architectures")
+        out.emit(
+            [get_arch(n).to_record() for n in list_models()],
+            columns=None if out.machine else ARCH_COLUMNS,
+            title="architectures",
+        )
         return
     rows = store.list_stored()
     if not rows:
@@ -36,7 +45,7 @@ def list_cmd(
             f"no trained models in {store.models_dir()} yet; `camid train` adds one "
             "(`camid models list --archs` shows architectures)"
         )
-    out.emit(rows, title="trained models")
+    out.emit(rows, columns=None if out.machine else MODEL_COLUMNS, title="trained models")
 
 
 @app.command()

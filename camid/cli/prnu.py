@@ -55,7 +55,12 @@ FingerprintOpt = Annotated[
     typer.Option("--fingerprint", "-F", help="A .fp.safetensors file (repeat for several)."),
 ]
 ThresholdOpt = Annotated[
-    float, typer.Option("--threshold", help="Decide 'match' when PCE is above this.")
+    float,
+    typer.Option(
+        "--threshold",
+        help="'match' when PCE is above this (the field's 60: false-alarm ~4e-15 per test); "
+        "'inconclusive' from PCE 25 up to it, 'no match' below.",
+    ),
 ]
 RotationsOpt = Annotated[
     str,
@@ -82,14 +87,13 @@ SearchShiftOpt = Annotated[
 
 RESIDUAL_COLUMNS = ["path", "width", "height", "residual_std", "output", "sha256"]
 MATCH_COLUMNS = [
-    "path", "fingerprint", "pce", "ncc", "p_value", "log10_p_value", "decision", "rotation",
-    "crop_note", "sha256",
+    "path", "fingerprint", "outcome", "pce", "p_value", "sha256", "rotation", "ncc",
 ]  # fmt: skip
 FINGERPRINT_COLUMNS = [
     "output", "device_name", "camera", "image_count", "width", "height", "failed",
     "fingerprint_sha256",
 ]  # fmt: skip
-MATRIX_COLUMNS = ["path", "device", "fingerprint", "same_device", "pce", "ncc", "decision"]
+MATRIX_COLUMNS = ["path", "device", "fingerprint", "same_device", "outcome", "pce", "ncc"]
 
 
 def _params(sigma: float | None, compat: bool):
@@ -408,11 +412,15 @@ def match(
     json_: JsonOpt = False,
     quiet: QuietOpt = 0,
 ) -> None:
-    """Did these photos come from the device of a fingerprint? One row per photo x fingerprint.
+    """Did these photos come from the device of a fingerprint? One row per photo x fingerprint,
+    each with an outcome: match (PCE > 60), inconclusive (25 < PCE <= 60) or no match.
 
-    Exit 0 when every photo matched some fingerprint, 1 when at least one matched none
-    (unless --no-match-ok), 3 when some inputs could not be read.
+    Exit 0 when every photo matched some fingerprint, 1 when at least one photo's best
+    outcome is inconclusive or no match (unless --no-match-ok), 3 when some inputs could
+    not be read.
     """
+    from camid.prnu.match import INCONCLUSIVE_PCE
+
     out = output_from(fmt, json_, quiet)
     rotations = _rotations(rotations)
     fps = _load_fingerprints(list(fingerprints or []))
@@ -420,7 +428,7 @@ def match(
         fps, sigma, compat, device, threads, rotations, search_shift, threshold, out
     )
     paths, failed = gather_inputs(out, inputs, recursive, ext)
-    unmatched = 0
+    unmatched = inconclusive = 0
     for p in out.progress(paths, description="Matching"):
         try:
             img = _load(p)
@@ -429,8 +437,10 @@ def match(
             out.error(str(exc))
             failed.append(str(p))
             continue
-        if not any(r.decision for r in results):
+        best = {r.outcome for r in results}
+        if "match" not in best:
             unmatched += 1
+            inconclusive += "inconclusive" in best
         for fp, r in zip(fps, results, strict=True):
             if r.crop_note:
                 out.info(f"{p}: {fp.label}: {r.crop_note}")
@@ -442,7 +452,12 @@ def match(
     out.finish(columns=None if out.machine else MATCH_COLUMNS, title="PRNU match")
     code = finish_batch(out, failed, failed_list, paths)
     if code == EXIT_OK and unmatched and not no_match_ok:
-        out.info(f"{unmatched} photo(s) matched no fingerprint (PCE <= {threshold:g})")
+        low = min(INCONCLUSIVE_PCE, threshold)
+        out.info(
+            f"{unmatched} photo(s) matched no fingerprint (PCE <= {threshold:g}): "
+            f"{inconclusive} inconclusive ({low:g} < PCE <= {threshold:g}), "
+            f"{unmatched - inconclusive} no match (PCE <= {low:g})"
+        )
         code = EXIT_FINDING
     raise typer.Exit(code)
 
@@ -538,7 +553,9 @@ def matrix(
     summary.update({"fingerprints": len(fps), "photos": len(columns), "camid_version": __version__})
     if scores_csv is not None:
         _write_scores(scores_csv, fp_labels, [r for r in records], len(fps))
-    if summary_only:
+    if summary_only and out.fmt == "table":
+        out.emit_object(summary, title="PRNU matrix summary")
+    elif summary_only:
         out.emit([summary], title="PRNU matrix summary")
     else:
         out.emit(records, columns=None if out.machine else MATRIX_COLUMNS, title="PRNU matrix")

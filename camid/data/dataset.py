@@ -126,4 +126,31 @@ def summarize(ds: Dataset) -> dict:
         "missing_camera": [str(s.path) for s in ds.missing_camera],
         "missing_label": [str(s.path) for s in ds.missing_label],
         "notes": ds.notes,
+        "confound": camera_label_confound(ds),
+    }
+
+
+def camera_label_confound(ds: Dataset) -> dict:
+    """Whether the camera alone tells the label: every camera (with camera information)
+    appears under one label only, there are two or more labels, and the label is not the
+    camera itself (a camera-identification set is not confounded with itself).
+
+    Returns {"full": bool, "cameras": n, "single_label_cameras": k, "labels": m}; `full`
+    means a model can score perfectly by recognising cameras instead of the labelled
+    content."""
+    per_camera: dict[str, set[str]] = {}
+    for s in ds.samples:
+        if s.camera is not None and s.label is not None:
+            per_camera.setdefault(s.camera, set()).add(s.label)
+    labels = {lab for labs in per_camera.values() for lab in labs}
+    single = sum(len(labs) == 1 for labs in per_camera.values())
+    label_is_camera = all(
+        s.label == s.camera for s in ds.samples if s.camera is not None and s.label is not None
+    )
+    full = bool(per_camera) and len(labels) >= 2 and single == len(per_camera)
+    return {
+        "full": full and not label_is_camera,
+        "cameras": len(per_camera),
+        "single_label_cameras": single,
+        "labels": len(labels),
     }

@@ -229,6 +229,15 @@ class OpenSetRule:
     threshold: float = 0.5
     min_agreement: float = 0.0
     support: dict[str, float] = field(default_factory=dict)
+    threshold_source: str = "given"
+    """Where `threshold` came from: 'model' (the card's calibrated value), 'given' (the
+    caller's) or 'default' (0.5: the card has no calibrated value)."""
+
+    @property
+    def threshold_origin(self) -> str:
+        """The threshold and its origin in words, e.g. "the model's threshold 0.91"."""
+        words = {"model": "the model's calibrated threshold", "default": "the default threshold"}
+        return f"{words.get(self.threshold_source, 'the given threshold')} {self.threshold:g}"
 
     def __post_init__(self) -> None:
         limits = {"threshold": self.threshold, "min_agreement": self.min_agreement}
@@ -247,14 +256,19 @@ class OpenSetRule:
     ) -> OpenSetRule:
         """The rule a model's card suggests (validation-derived), with overrides."""
         cal = card.calibration or {}
-        t = threshold if threshold is not None else float(cal.get("unknown_threshold", 0.5))
+        if threshold is not None:
+            t, source = threshold, "given"
+        elif "unknown_threshold" in cal:
+            t, source = float(cal["unknown_threshold"]), "model"
+        else:
+            t, source = 0.5, "default"
         a = min_agreement if min_agreement is not None else float(cal.get("min_agreement", 0.0))
         support: dict[str, float] = {}
         if trace_check:
             for head in cal.get("heads", []):
                 if isinstance(head, dict) and "name" in head:
                     support[str(head["name"])] = float(head.get("support_threshold", 0.0))
-        return cls(t, a, support)
+        return cls(t, a, support, source)
 
     def decide(self, agg: Aggregate, classes: list[str]) -> tuple[bool, str]:
         """(known, reason) for one aggregated image."""
@@ -269,8 +283,8 @@ class OpenSetRule:
         votes = f"{agg.agreement:.0%} of {agg.n_views} views vote for it"
         if p < self.threshold:
             return False, (
-                f"weak evidence: best match {name!r} has probability {p:.2f} < "
-                f"threshold {self.threshold:.2f}; {votes}"
+                f"weak evidence: best match {name!r} has p = {p:.3f}, "
+                f"{self.threshold - p:.3f} below {self.threshold_origin}; {votes}"
             )
         if agg.agreement < self.min_agreement:
             return False, (
@@ -287,4 +301,4 @@ class OpenSetRule:
                     f"(< {need:.3f}) and point to {classes[int(np.argmax(hp))]!r}; "
                     f"combined probability {p:.2f}"
                 )
-        return True, f"probability {p:.2f} >= {self.threshold:.2f}; {votes}"
+        return True, f"probability {p:.3f} >= {self.threshold_origin}; {votes}"

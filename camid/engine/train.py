@@ -725,7 +725,7 @@ def _train_one_epoch(run: _Run, epoch: int, t_epoch: float, t_run: float) -> _Ep
         if (
             cfg.time_budget is not None
             and not info.enabled
-            and run.elapsed_before + time.perf_counter() - t_run > cfg.time_budget
+            and time.perf_counter() - t_run > cfg.time_budget  # time spent in this run
         ):
             cut_short = True
             break
@@ -810,8 +810,9 @@ def _stop_reason(
     if cut_short:
         return "time budget"
     more = cfg.epochs is None or epoch + 1 < cfg.epochs
-    if cfg.time_budget is not None:
-        decision = dist.broadcast(elapsed + row["seconds"] > cfg.time_budget, run.info)
+    if cfg.time_budget is not None:  # a budget is time to spend now: not a resumed run's past
+        spent = elapsed - run.elapsed_before
+        decision = dist.broadcast(spent + row["seconds"] > cfg.time_budget, run.info)
         if decision and more:
             return "time budget"
     since = epoch + 1 - run.best["epoch"] if run.best else 0
@@ -845,7 +846,13 @@ def _finish(run: _Run, epoch: int, stopped: str, home: Path | None) -> TrainResu
         curve_path = models_dir(home) / f"{cfg.name}.curve.png"
         from camid.report.plots import training_curve
 
-        training_curve(history, curve_path, title=f"{cfg.name} ({cfg.arch})")
+        training_curve(
+            history,
+            curve_path,
+            title=f"{cfg.name} ({cfg.arch})",
+            best_epoch=best["epoch"],
+            manipulated=bool(cfg.manipulate),
+        )
     dist.barrier(run.info)
     return TrainResult(
         card, model_path, curve_path, run.ckpt_path, history, stopped, data.notes, run.unreadable

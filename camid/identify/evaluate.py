@@ -43,6 +43,19 @@ class ConditionReport:
     confusion: dict[str, Any]
     confusion_open_set: dict[str, Any]
     open_set: dict[str, Any]
+    decided_share: float | None = None
+    """Share of known-camera photos given a camera (not 'unknown'): 1 - unknown_rate."""
+    identified: float | None = None
+    """Share of known-camera photos given their true camera: decided_share x
+    accuracy_decided (what "identified" means to a reader)."""
+
+
+    def figure_confusion(self) -> dict[str, Any]:
+        """The confusion matrix to draw: with the 'unknown' column when any photo was
+        called unknown, else the closed-set one."""
+        if any(row[-1] for row in self.confusion_open_set["matrix"]):
+            return self.confusion_open_set
+        return self.confusion
 
 
 @dataclass
@@ -67,7 +80,12 @@ class EvaluationReport:
         return asdict(self)
 
     def summary_rows(self, per_class: bool = False) -> list[dict[str, Any]]:
-        """One row per condition (and, with `per_class`, one per class under it)."""
+        """One row per condition (and, with `per_class`, one per class under it).
+
+        The decided share and the accuracy on decided photos stand side by side, then the
+        share identified (both together) and the closed-set accuracy (argmax, ignoring
+        'unknown'), so a high accuracy with most photos 'unknown' is not read as "most
+        photos identified"."""
         rows: list[dict[str, Any]] = []
         for c in self.conditions:
             rows.append(
@@ -75,8 +93,10 @@ class EvaluationReport:
                     "condition": c.condition,
                     "camera": "(all)",
                     "n": c.n,
-                    "accuracy": c.accuracy,
-                    "unknown_rate": c.unknown_rate,
+                    "decided": c.decided_share,
+                    "accuracy_decided": c.accuracy_decided,
+                    "identified": c.identified,
+                    "closed_set_accuracy": c.accuracy,
                     "open_set_n": c.open_set["n"],
                     "open_set_unknown_rate": c.open_set["unknown_rate"],
                 }
@@ -84,7 +104,8 @@ class EvaluationReport:
             if per_class:
                 rows += [
                     {"condition": c.condition, "camera": cam, "n": pc["n"],
-                     "accuracy": pc["accuracy"], "unknown_rate": pc["unknown_rate"]}
+                     "decided": _one_minus(pc["unknown_rate"]),
+                     "closed_set_accuracy": pc["accuracy"]}
                     for cam, pc in c.per_class.items()
                 ]  # fmt: skip
         return rows
@@ -104,6 +125,10 @@ class EvaluationReport:
             {"true \\ predicted": t, **dict(zip(conf["predicted"], row, strict=True))}
             for t, row in zip(conf["true"], conf["matrix"], strict=True)
         ]
+
+
+def _one_minus(value: float | None) -> float | None:
+    return None if value is None else 1.0 - value
 
 
 def test_items(samples: Sequence[Sample], task: str) -> tuple[list[Sample], str]:
@@ -207,8 +232,12 @@ def _summarise(
         balanced_accuracy=float(np.mean(accs)) if accs else None,
         unknown_rate=float(matrix[:, -1].sum() / n) if n else None,
         accuracy_decided=(
-            float(np.trace(matrix[:, :-1]) / max(1, matrix[:, :-1].sum())) if n else None
+            float(np.trace(matrix[:, :-1]) / matrix[:, :-1].sum())
+            if matrix[:, :-1].sum()
+            else None
         ),
+        decided_share=float(matrix[:, :-1].sum() / n) if n else None,
+        identified=float(np.trace(matrix[:, :-1]) / n) if n else None,
         per_class=per_class,
         confusion={"true": classes, "predicted": classes, "matrix": closed.tolist()},
         confusion_open_set={

@@ -111,6 +111,7 @@ class PrnuProvider:
             "best_fingerprint": best.fingerprint,
             "pce": round(best.pce, 3),
             "decision": "match" if best.decision else "no match",
+            "outcome": best.outcome,
             "p_value": best.p_value,
             "rotation": best.rotation,
             "threshold": best.threshold,
@@ -120,9 +121,16 @@ class PrnuProvider:
             model = f" of a {fp.camera}" if fp.camera else " (no camera model recorded)"
             reason = f"PRNU matches device {fp.label!r}{model}: PCE {best.pce:.1f} > "
             reason += f"{best.threshold:g}"
+        elif best.outcome == "inconclusive":
+            reason = (
+                f"PRNU inconclusive: best PCE {best.pce:.1f} ({fp.label!r}) is above "
+                f"{best.inconclusive_above:g} but not above the match threshold "
+                f"{best.threshold:g}"
+            )
         else:
             reason = (
-                f"no PRNU match: best PCE {best.pce:.1f} ({fp.label!r}) <= {best.threshold:g}"
+                f"no PRNU match: best PCE {best.pce:.1f} ({fp.label!r}) <= "
+                f"{min(best.inconclusive_above, best.threshold):g}"
             )
         return Evidence(
             "prnu",

@@ -8,7 +8,9 @@ Conventions (see docs/prnu.md):
 * peak = c(0) when query and fingerprint are aligned; with ``search_shift`` (query is a crop of
   the full frame) the peak is the maximum over the shifts where the query fits inside K.
 * energy = mean of c^2 over all shifts except an 11x11 neighbourhood of the peak, taken with
-  wrap-around; PCE = sign(peak) * peak^2 / energy. A match is PCE > 60.
+  wrap-around; PCE = sign(peak) * peak^2 / energy.
+* Outcome (an examiner's three words): ``match`` when PCE > 60, ``inconclusive`` when
+  25 < PCE <= 60, ``no match`` otherwise (see `outcome_of` and docs/prnu.md).
 * NCC = Pearson correlation of W_q and I_q * K at the chosen alignment.
 * p-value = false-alarm probability 1 - (1 - Q(sqrt(PCE)))^n for n tested alignments
   (shifts x orientations), Q the standard normal tail.
@@ -30,6 +32,27 @@ from camid.prnu.fingerprint import Fingerprint
 from camid.prnu.residual import ResidualParams, residual_and_grey
 
 DEFAULT_THRESHOLD = 60.0
+"""PCE above which a photo matches: the field's convention (Goljan, Fridrich & Filler 2009).
+Under the Gaussian null PCE is about a squared standard normal, so the false-alarm
+probability of one test is Q(sqrt(60)) ~ 4e-15."""
+INCONCLUSIVE_PCE = 25.0
+"""PCE above which a photo short of the match threshold is `inconclusive`, not `no match`:
+Q(sqrt(25)) = Q(5) ~ 3e-7 per test - unlikely by chance for one comparison, but not the
+field's standard, and a search over many shifts, rotations or fingerprints makes such
+values reachable by chance."""
+OUTCOMES = ("match", "inconclusive", "no match")
+
+
+def outcome_of(
+    pce: float, threshold: float = DEFAULT_THRESHOLD, inconclusive: float = INCONCLUSIVE_PCE
+) -> str:
+    """'match' (PCE > threshold), 'inconclusive' (inconclusive < PCE <= threshold) or
+    'no match'. With a threshold at or below `inconclusive` there is no inconclusive band."""
+    if pce > threshold:
+        return "match"
+    if pce > min(inconclusive, threshold):
+        return "inconclusive"
+    return "no match"
 EXCLUSION = 11
 ROTATION_POLICIES = ("auto", "all", "none")
 SURFACE_BUDGET = 256 << 20
@@ -179,6 +202,12 @@ class MatchResult:
     compared_size: tuple[int, int] = (0, 0)
     threshold: float = DEFAULT_THRESHOLD
     extra: dict = field(default_factory=dict)
+    inconclusive_above: float = INCONCLUSIVE_PCE
+
+    @property
+    def outcome(self) -> str:
+        """'match', 'inconclusive' or 'no match' (`decision` is True only for 'match')."""
+        return outcome_of(self.pce, self.threshold, self.inconclusive_above)
 
     def to_record(self) -> dict:
         """Flat, JSON-ready fields (snake_case, numbers stay numbers)."""
@@ -188,7 +217,10 @@ class MatchResult:
             "ncc": round(self.ncc, 6),
             "p_value": self.p_value,
             "log10_p_value": round(self.log10_p_value, 3),
+            "outcome": self.outcome,
             "decision": "match" if self.decision else "no match",
+            "threshold": self.threshold,
+            "inconclusive_above": min(self.inconclusive_above, self.threshold),
             "rotation": self.rotation,
             "shift": list(self.shift) if self.shift is not None else None,
             "crop_note": self.crop_note,

@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import re
 import sys
 import warnings
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from rich import box
 from rich.console import Console
 from rich.markup import escape as escape_markup
 from rich.progress import (
@@ -244,7 +246,8 @@ class Output:
         self._render(list(records), columns, title)
 
     def emit_object(self, obj: dict, title: str | None = None) -> None:
-        """Print one result object: JSON as an object, a table as key/value rows."""
+        """Print one result object: JSON as an object, a table as a key/value list (nested
+        fields flattened to dotted names, values cut to fit the width)."""
         if self.fmt in ("json",):
             self.stdout.write(dumps(obj) + "\n")
         elif self.fmt == "ndjson":
@@ -252,8 +255,8 @@ class Output:
         elif self.fmt == "csv":
             self._render([obj], None, title)
         else:
-            rows = [{"field": k, "value": v} for k, v in to_jsonable(obj).items()]
-            self._render(rows, ["field", "value"], title)
+            width = table_width(self.stdout)
+            self._print_table(layout_fields(to_jsonable(obj), width), title, width)
 
     def _render(self, records: list[dict], columns: Sequence[str] | None, title: str | None):
         if self.fmt == "json":
@@ -271,19 +274,268 @@ class Output:
         if not records:
             self.info("(no results)")
             return
+        width = table_width(self.stdout)
+        layout = layout_table(records, cols, width)
+        if layout.dropped:
+            self.info(
+                f"the table leaves out {', '.join(layout.dropped)} to fit {width} columns "
+                "(the JSON and CSV formats carry every field)"
+            )
+        self._print_table(layout, title, width)
+
+    def _print_table(self, layout: TableLayout, title: str | None, width: int) -> None:
         # every title, header and cell is a rich Text: plain text, never markup or emoji codes
         table = Table(
-            title=Text(printable(title)) if title else None, show_lines=False, header_style="bold"
+            title=Text(_cut(printable(title), width)) if title else None,
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            padding=(0, 1, 0, 0),
+            header_style="bold",
         )
-        for c in cols:
-            table.add_column(Text(printable(str(c))), overflow="fold")
-        for rec in records:
-            table.add_row(*[Text(_cell(rec.get(c))) for c in cols])
-        width = None if _isatty(self.stdout) else 200
+        for name, w in zip(layout.columns, layout.widths, strict=True):
+            header = "\n".join(_wrap_header(printable(name), w))
+            table.add_column(Text(header), width=w, no_wrap=True, overflow="ellipsis")
+        for row in layout.rows:
+            table.add_row(*[Text("\n".join(lines)) for lines in row])
         console = Console(
             file=self.stdout, highlight=False, soft_wrap=False, width=width, emoji=False
         )
         console.print(table)
+
+
+# ----------------------------------------------------------------------------- table layout
+# Tables are for a person scanning results at a terminal 80-100 columns wide; the full
+# record always stays in JSON/CSV. Each column gets a policy from its name (and values):
+#   hash    sha256-like: the first 12 hex digits and '…'
+#   path    paths: shortened from the left ('…/photos/IMG_0001.jpg'), one line
+#   text    reasons and notes: wrapped over at most two lines, cut with '…'
+#   name    other text (cameras, devices, dates): at most two lines, cut with '…'
+#   number  numbers and flags: never cut (floats already compact: 4 significant digits)
+
+HASH_DIGITS = 12
+GAP = 2
+"""Characters between two columns (one of padding, one of the separator)."""
+MAX_LINES = 2
+SOFT_TEXT_WIDTH = 24
+"""Reasons and notes keep this much until other columns have given up what they can."""
+MIN_WIDTH = {"hash": 9, "path": 12, "text": 12, "name": 8}
+SHRINK_STAGES = (
+    ("text", "soft"), ("number", "min"), ("name", "half"), ("path", "min"), ("text", "min"),
+    ("name", "min"), ("hash", "min"),
+)  # fmt: skip
+DEFAULT_WIDTH = 100
+"""Table width when neither COLUMNS nor a terminal says otherwise."""
+
+COLUMN_POLICIES: dict[str, str] = {
+    **dict.fromkeys(
+        ("path", "output", "file", "source", "root", "plot", "dataset", "fingerprint_file",
+         "camid_home", "torch_hub_checkpoints", "model_file", "checkpoint"),
+        "path",
+    ),
+    **dict.fromkeys(
+        ("reason", "note", "notes", "crop_note", "exif_note", "contradiction", "top", "traces",
+         "prnu", "detail", "description", "message", "warning", "warnings", "result", "help"),
+        "text",
+    ),
+}  # fmt: skip
+"""Column name -> policy; commands (and new ones) may add their own names here."""
+
+
+def column_policy(name: str, values: Sequence[Any] = ()) -> str:
+    """The display policy of a column: hash, path, text, name or number (see above)."""
+    key = str(name).lower()
+    if key in COLUMN_POLICIES:
+        return COLUMN_POLICIES[key]
+    if key == "sha256" or key.endswith(("_sha256", "_hash")):
+        return "hash"
+    if key.endswith(("_path", "_file", "_dir", "_folder")):
+        return "path"
+    if key.endswith(("_note", "_reason", "_notes")):
+        return "text"
+    present = [v for v in values if v is not None and v != ""]
+    if present and all(isinstance(v, int | float | np.integer | np.floating) for v in present):
+        return "number"
+    return "name"
+
+
+@dataclasses.dataclass
+class TableLayout:
+    """Columns kept, their widths, and each row's cells as lines (at most two)."""
+
+    columns: list[str]
+    widths: list[int]
+    rows: list[list[list[str]]]
+    dropped: list[str]
+
+
+def table_width(stream: Any = None) -> int:
+    """Width for tables: $COLUMNS when set, else the terminal's (stdout's, then stderr's),
+    else 100 - also when stdout is piped, so `-f table | less` looks like the terminal."""
+    env = os.environ.get("COLUMNS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return max(int(env), 20)
+    for s in (stream, sys.stdout, sys.stderr):
+        try:
+            if s is not None and s.isatty():
+                return max(os.get_terminal_size(s.fileno()).columns, 20)
+        except (AttributeError, ValueError, OSError):
+            continue
+    return DEFAULT_WIDTH
+
+
+def layout_table(records: Sequence[dict], columns: Sequence[str], width: int) -> TableLayout:
+    """Fit records into `width` characters: widths per column policy, cells cut to fit;
+    columns that cannot fit at their minimum width are left out from the right."""
+    raw = {c: [to_jsonable(rec.get(c)) for rec in records] for c in columns}
+    # a column empty in every row says nothing at a glance (JSON/CSV still carry it)
+    cols = [c for c in columns if any(v is not None and v != "" for v in raw[c])] or list(columns)
+    policies = {c: column_policy(c, raw[c]) for c in cols}
+    texts = {c: [_short_hash(_cell(v)) if policies[c] == "hash" else _cell(v) for v in raw[c]]
+             for c in cols}  # fmt: skip
+    natural = {c: max([len(printable(c)), *map(len, texts[c])]) for c in cols}
+    minimum = {c: _min_width(printable(c), policies[c], texts[c], natural[c]) for c in cols}
+    dropped: list[str] = []
+    while len(cols) > 1 and sum(minimum[c] for c in cols) + GAP * (len(cols) - 1) > width:
+        dropped.insert(0, cols.pop())
+    widths = {c: natural[c] for c in cols}
+    excess = sum(widths.values()) + GAP * (len(cols) - 1) - width
+    # names first give up only what two lines hold without loss, paths then lose their left
+    half = {
+        c: max(minimum[c], -(-natural[c] // MAX_LINES), min(_longest_word(texts[c]), natural[c]))
+        for c in cols
+    }
+    soft = {c: max(minimum[c], min(natural[c], SOFT_TEXT_WIDTH)) for c in cols}
+    for group, floor in SHRINK_STAGES:
+        members = [c for c in cols if policies[c] == group]
+        limit = {"half": half, "soft": soft}.get(floor, minimum)
+        while excess > 0:
+            room = [c for c in members if widths[c] > limit[c]]
+            if not room:
+                break
+            widest = max(room, key=lambda c: widths[c])
+            widths[widest] -= 1
+            excess -= 1
+    if len(cols) == 1:  # a single column that is still too wide: cut it
+        widths[cols[0]] = min(widths[cols[0]], width)
+    rows = [[_fit(texts[c][i], widths[c], policies[c]) for c in cols] for i in range(len(records))]
+    return TableLayout(cols, [widths[c] for c in cols], rows, dropped)
+
+
+def flatten_fields(obj: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted name, value) pairs of a JSON-ready object; lists of plain values joined."""
+    pairs: list[tuple[str, Any]] = []
+    for k, v in obj.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            pairs += flatten_fields(v, name + ".")
+        elif isinstance(v, list) and all(not isinstance(x, dict | list) for x in v):
+            pairs.append((name, ", ".join(_cell(x) for x in v)))
+        else:
+            pairs.append((name, v))
+    return pairs
+
+
+def layout_fields(obj: dict, width: int) -> TableLayout:
+    """One record as a key/value list that fits `width`: each value follows the policy of
+    its own field (a hash is shown whole when it fits in two lines)."""
+    pairs = flatten_fields(obj)
+    keys = [printable(k) for k, _ in pairs]
+    key_w = min(max([5, *map(len, keys)]), max(12, width * 2 // 5))
+    value_w = max(width - key_w - GAP, 8)
+    rows = []
+    for key, (name, value) in zip(keys, pairs, strict=True):
+        policy = column_policy(name.rsplit(".", 1)[-1], [value])
+        text = _cell(value)
+        if policy == "hash" and len(text) > value_w * MAX_LINES:
+            text = _short_hash(text)
+        if policy in ("hash", "path") and len(text) <= value_w * MAX_LINES:
+            lines = [text[i : i + value_w] for i in range(0, len(text), value_w)] or [""]
+        else:
+            lines = _fit(text, value_w, "text" if policy == "name" else policy)
+        rows.append([_wrap_header(key, key_w), lines])
+    return TableLayout(["field", "value"], [key_w, value_w], rows, [])
+
+
+def _longest_word(texts: Sequence[str]) -> int:
+    return max((len(w) for t in texts for w in re.split(r"(?<=[ _\-/.:,])", t)), default=0)
+
+
+def _short_hash(text: str) -> str:
+    return text[:HASH_DIGITS] + "…" if len(text) > HASH_DIGITS + 1 else text
+
+
+def _header_lines(name: str, width: int) -> list[str]:
+    """A header broken after underscores (never mid-word when avoidable)."""
+    parts = re.findall(r"[^_. ]*[_. ]|[^_. ]+$", name) or [name]
+    lines = [""]
+    for part in parts:
+        if lines[-1] and len(lines[-1]) + len(part.rstrip()) > width:
+            lines.append("")
+        lines[-1] += part
+    return [line.rstrip() for line in lines]
+
+
+def _wrap_header(name: str, width: int) -> list[str]:
+    lines = _header_lines(name, width)
+    if len(lines) > MAX_LINES or any(len(x) > width for x in lines):
+        return _wrap(name, width, MAX_LINES)
+    return lines
+
+
+def _min_width(name: str, policy: str, texts: Sequence[str], natural: int) -> int:
+    """Narrowest useful width: the header in two lines, numbers whole, others per policy."""
+    header = len(name)
+    while header > 1 and len(_header_lines(name, header - 1)) <= MAX_LINES:
+        if any(len(x) > header - 1 for x in _header_lines(name, header - 1)):
+            break
+        header -= 1
+    longest = max(map(len, texts), default=0)
+    if policy == "number":
+        return max(header, longest)
+    if policy == "path":  # the file's own name stays visible (up to 24 characters)
+        names = (len(t.replace("\\", "/").rsplit("/", 1)[-1]) + 1 for t in texts)
+        return min(natural, max(header, MIN_WIDTH[policy], min(max(names, default=0), 24)))
+    if policy == "name":  # whole words (up to 20 characters) stay whole
+        return min(natural, max(header, MIN_WIDTH[policy], min(_longest_word(texts), 20)))
+    return min(natural, max(header, MIN_WIDTH[policy]))
+
+
+def _cut(text: str, width: int) -> str:
+    """`text` in at most `width` characters, cut with '…'."""
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def _wrap(text: str, width: int, max_lines: int) -> list[str]:
+    """Word-wrap (breaking after _-/.:, or mid-word when a word is too long) into at most
+    `max_lines` lines, the last one cut with '…' when text is left over."""
+    lines: list[str] = []
+    rest = text
+    while rest and len(lines) < max_lines:
+        if len(rest) <= width:
+            lines.append(rest)
+            return lines
+        if len(lines) == max_lines - 1:
+            lines.append(_cut(rest, width))
+            return lines
+        cut = rest.rfind(" ", 0, width + 1)
+        if cut <= 0:  # no space: break after a separator, else mid-word
+            cut = max(rest.rfind(sep, 0, width) + 1 for sep in "_-/.:,")
+            cut = cut if cut > width // 2 else width
+        lines.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    return lines or [""]
+
+
+def _fit(text: str, width: int, policy: str, max_lines: int = MAX_LINES) -> list[str]:
+    """A cell's lines under its column's policy."""
+    if len(text) <= width:
+        return [text]
+    if policy == "path":
+        return ["…" + text[-(width - 1) :] if width > 1 else "…"]
+    if policy in ("hash", "number"):
+        return [_cut(text, width)]
+    return _wrap(text, width, max_lines)
 
 
 def _columns(records: Sequence[dict]) -> list[str]:
