@@ -133,4 +133,5 @@ def test_heatmap_cli_prnu_writes_grid_sidecar_and_pngs(case, tmp_path: Path, cap
     Image.fromarray(spliced[:200, :300]).save(small)
     rc = main(["heatmap", str(small), "-F", str(fp_path), "-o", str(out_dir), "--json"])
     cap = capsys.readouterr()
-    assert rc == 3 and "differs from the fingerprint" in cap.err and "Traceback" not in cap.err, cap.err
+    assert rc == 3, cap.err
+    assert "differs from the fingerprint" in cap.err and "Traceback" not in cap.err
