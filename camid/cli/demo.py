@@ -53,8 +53,10 @@ def run_demo(
     held_out: str,
     per_device: int | None = None,
     size: str | None = None,
+    bottle_per_device: int = 8,
 ) -> list[dict]:
-    """The tour: synth -> PRNU fingerprints -> matrix -> train -> evaluate -> identify."""
+    """The tour: synth -> PRNU fingerprints -> matrix -> train -> evaluate -> identify ->
+    heatmap -> lr-check -> bias-check on the bottle benchmark."""
     t0 = time.monotonic()
     summary: list[dict] = []
     work.mkdir(parents=True, exist_ok=True)
@@ -174,14 +176,72 @@ def run_demo(
             "detail": "EXIF cross-check and PRNU evidence in each record",
         }
     )
+
+    # 4. where the evidence lies: a CNN map of one test photo, the left -> right check
+    photo = next(iter(seen), None)
+    maps_dir = work / "heatmaps"
+    if photo is not None:
+        text = _run(out, ["heatmap", photo, "--model", name, "-o", str(maps_dir), "--device",
+                          device, "--json"], capture=True)  # fmt: skip
+        hm = json.loads(text)[0]
+        summary.append(
+            {
+                "step": "heatmap",
+                "result": f"{Path(photo).name}: probability of {hm.get('camera')} per window, "
+                f"mean {hm.get('mean', 0):.2f}",
+                "detail": f"maps in {maps_dir}",
+            }
+        )
+    lr_dir = work / "lr-check"
+    text = _run(out, ["lr-check", str(cams_dir / "cameras.csv"), "--time-budget",
+                      str(max(10.0, train_seconds / 3)), "-o", str(lr_dir), "--device", device,
+                      "--seed", str(seed), "--json"], capture=True)  # fmt: skip
+    lr = json.loads(text)
+    lr_line = (
+        f"CNN trained on left halves: right halves {_pct(lr, 'right')} vs left {_pct(lr, 'left')}"
+        f" (chance {lr['chance']:.2f})"
+    )
+    prnu_lr = lr.get("prnu") or {}
+    if prnu_lr.get("test_right"):
+        lr_line += (
+            f"; PRNU from left halves matches right halves "
+            f"{prnu_lr['test_right'].get('own_device_match_rate', 0):.2f} of the time"
+        )
+    summary.append({"step": "lr-check", "result": lr_line, "detail": f"plot in {lr_dir}"})
+
+    # 5. the flagship: camera/label leakage in the bottle benchmark (seed 000)
+    bottles = work / "bottles"
+    _run(out, ["synth", "bottles", str(bottles), "--seed", str(seed), "--per-device",
+               str(bottle_per_device), "--force", "-f", "table", *q])  # fmt: skip
+    verdicts = []
+    for setting in ("disjoint", "balanced"):
+        html = work / f"bias-check-{setting}.html"
+        text = _run(out, ["bias-check", str(bottles / f"{setting}.csv"), "--quick", "--html",
+                          str(html), "--json"], capture=True)  # fmt: skip
+        rep = json.loads(text)
+        verdicts.append(f"{setting}: {rep['verdict']} ({rep['status']})")
+    summary.append(
+        {
+            "step": "bias-check",
+            "result": "; ".join(verdicts),
+            "detail": f"reports: {work}/bias-check-disjoint.html, bias-check-balanced.html",
+        }
+    )
     summary.append(
         {
             "step": "total",
             "result": f"{time.monotonic() - t0:.0f} s",
-            "detail": f"outputs in {work}",
+            "detail": f"outputs in {work}: fingerprints/, confusion.png, heatmaps/, lr-check/, "
+            "bias-check-*.html",
         }
     )
     return summary
+
+
+def _pct(lr: dict, half: str) -> str:
+    """Accuracy of the CNN on one half of the test photos, as text."""
+    acc = (lr.get("cnn") or {}).get(f"test_{half}", {}).get("accuracy")
+    return "n/a" if acc is None else f"{acc:.2f}"
 
 
 def register(app: typer.Typer) -> None:
@@ -205,6 +265,10 @@ def register(app: typer.Typer) -> None:
         size: Annotated[
             str | None, typer.Option(help="Synthetic image size WxH (default: synth's).")
         ] = None,
+        bottles_per_device: Annotated[
+            int,
+            typer.Option(help="Bottle photos per device and label for the bias-check step."),
+        ] = 8,
         seed: SeedOpt = 0,
         device: DeviceOpt = "auto",
         fmt: FormatOpt = Format.auto,
@@ -216,5 +280,6 @@ def register(app: typer.Typer) -> None:
         evaluation, and identification with an unseen camera."""
         out = output_from(fmt, json_, quiet)
         rows = run_demo(out, work, seed=seed, train_seconds=train_seconds, device=device,
-                        held_out=held_out, per_device=per_device, size=size)  # fmt: skip
+                        held_out=held_out, per_device=per_device, size=size,
+                        bottle_per_device=bottles_per_device)  # fmt: skip
         out.emit(rows, columns=["step", "result", "detail"], title="camid demo")
