@@ -321,9 +321,11 @@ SOFT_TEXT_WIDTH = 24
 """Reasons and notes keep this much until other columns have given up what they can."""
 MIN_WIDTH = {"hash": 9, "path": 12, "text": 12, "name": 8}
 SHRINK_STAGES = (
-    ("text", "soft"), ("number", "min"), ("name", "half"), ("path", "min"), ("text", "min"),
-    ("name", "min"), ("hash", "min"),
+    ("text", "soft"), ("number", "min"), ("path", "soft"), ("name", "half"), ("path", "min"),
+    ("text", "min"), ("name", "min"), ("hash", "min"),
 )  # fmt: skip
+"""Who gives up width first: long text to a readable width, then paths (from the left, the
+file name stays) before a name wraps, then everything to its minimum."""
 DEFAULT_WIDTH = 100
 """Table width when neither COLUMNS nor a terminal says otherwise."""
 
