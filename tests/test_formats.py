@@ -208,7 +208,8 @@ def test_raw_preview_is_the_cameras_jpeg_else_a_libraw_development(tmp_path: Pat
 
 
 def _synth_device_files(tmp_path: Path, size: int = 256) -> dict[str, list[Path]]:
-    """DNG flats of device A1 and camera JPEGs of devices A1 and A2 (same camera model)."""
+    """DNG flats of device A1, camera JPEGs of devices A1 and A2 (same camera model) and a
+    DNG photo of A1 (a shot not among the flats)."""
     from camid.synth import default_spec, flat_field_scene, natural_scene
     from camid.synth.datasets import FLAT_EV
     from camid.synth.files import simulate_file
@@ -228,6 +229,10 @@ def _synth_device_files(tmp_path: Path, size: int = 256) -> dict[str, list[Path]
             p = tmp_path / f"A{dev + 1}_{k}.jpg"
             p.write_bytes(data)
             files[f"A{dev + 1}"].append(p)
+    scene = natural_scene((size, size), np.random.default_rng([300, 0]))
+    files["A1_raw"] = [tmp_path / "A1_raw.dng"]
+    data = simulate_file(scene, cam, 0, np.random.default_rng([300, 1]), file_format="dng")
+    files["A1_raw"][0].write_bytes(data)
     return files
 
 
@@ -247,6 +252,15 @@ def test_fingerprint_from_raw_flats_matches_jpegs_of_the_same_device(
     assert all(pce[p.name] > 60 for p in files["A1"]), pce
     assert all(pce[p.name] < 60 for p in files["A2"]), pce
     assert {r["format"] for r in recs} == {"JPEG"}
+    # identify -F on a RAW photo: PRNU reads its mosaic, the CNN its preview
+    from camid.identify.evidence import PrnuProvider
+    from camid.prnu.store import load_fingerprint
+
+    (rec,) = _identifier(tmp_path).identify(
+        files["A1_raw"], [PrnuProvider([load_fingerprint(fp)])]
+    )
+    assert rec.prnu["decision"] == "match" and rec.prnu["pce"] > 60
+    assert rec.decided_by == "prnu" and "embedded JPEG preview" in rec.conversion
 
 
 def test_a_fingerprint_refuses_to_mix_raw_mosaics_and_developed_photos(

@@ -138,12 +138,16 @@ def load_raw_mosaic(
         try:
             with quiet_warnings():
                 r.unpack()
-                values = r.raw_image_visible
-                colours = r.raw_colors_visible
         except rawpy.LibRawError as exc:
             raise InputError(p, f"cannot decode RAW data: {_reason(exc)}") from exc
-        cfa = _cfa(r)
-        if values is None or values.ndim != 2 or r.raw_pattern is None:
+        try:
+            values = r.raw_image_visible
+            colours = r.raw_colors_visible
+            pattern = r.raw_pattern
+        except (rawpy.LibRawError, RuntimeError, ValueError, AttributeError):
+            values = None  # rawpy has no single-plane mosaic to give (3-colour raw data)
+        cfa = _cfa(r) if values is not None else None
+        if values is None or values.ndim != 2 or pattern is None:
             raise InputError(p, "RAW file holds no colour-filter mosaic (linear DNG or Foveon?)")
         black = np.asarray(r.black_level_per_channel, dtype=np.float32)[colours]
         white = float(r.white_level)
