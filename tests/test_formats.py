@@ -105,6 +105,28 @@ def test_heic_with_10_bit_primary_and_a_second_image(tmp_path: Path) -> None:
     assert "primary image of a HEIF with 1 other image(s)" in img.conversion
     assert np.abs(img.pixels.astype(int) - src).mean() < 3.0  # the primary, not the flipped one
     assert read_exif(p).other_images == 1
+    full = load_sensor_pixels(p)  # PRNU: the 10 bits kept, as float on the 0-255 scale
+    assert full.pixels.dtype == np.float32 and full.pixels.shape == src.shape
+    assert "10-bit HEIF kept at full precision" in full.conversion
+    assert np.abs(full.pixels - src).mean() < 3.0
+    assert np.abs(full.pixels - np.round(full.pixels)).max() > 0.2  # not 8-bit values
+
+
+def test_10_bit_heic_keeps_its_orientation_undone_at_full_precision(tmp_path: Path) -> None:
+    import pillow_heif
+
+    src = _gradient()
+    heif = pillow_heif.from_bytes(
+        mode="RGB;16", size=(96, 64), data=(src.astype(np.uint16) * 257).tobytes()
+    )
+    heif.info["exif"] = make_exif(orientation=8)  # coded as given, an irot box to turn it
+    p = tmp_path / "turned.heic"
+    heif.save(p, quality=95)
+    assert pillow_heif.open_heif(p).size == (64, 96)  # libheif shows it turned
+    eight, full = load_image(p), load_sensor_pixels(p)
+    assert eight.exif_orientation == 8 and eight.pixels.shape == src.shape
+    assert np.abs(eight.pixels.astype(int) - src).mean() < 3.0  # back in the coded grid
+    assert full.pixels.shape == src.shape and np.abs(full.pixels - eight.pixels).mean() < 1.0
 
 
 def test_heif_and_raw_libraries_load_only_when_such_a_file_is_read() -> None:
@@ -257,9 +279,7 @@ def test_fingerprint_from_raw_flats_matches_jpegs_of_the_same_device(
     from camid.identify.evidence import PrnuProvider
     from camid.prnu.store import load_fingerprint
 
-    (rec,) = _identifier(tmp_path).identify(
-        files["A1_raw"], [PrnuProvider([load_fingerprint(fp)])]
-    )
+    (rec,) = _identifier(tmp_path).identify(files["A1_raw"], [PrnuProvider([load_fingerprint(fp)])])
     assert rec.prnu["decision"] == "match" and rec.prnu["pce"] > 60
     assert rec.decided_by == "prnu" and "embedded JPEG preview" in rec.conversion
 

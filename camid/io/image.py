@@ -9,6 +9,7 @@ camera RAW files by rawpy (camid/io/raw.py); both are imported only when such a 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -368,15 +369,48 @@ def load_sensor_pixels(
     data: bytes | None = None,
 ) -> LoadedImage:
     """Pixels as close to the sensor as the file holds, for PRNU: a camera RAW file's
-    colour-filter mosaic (HxW float32, see `camid.io.raw.load_raw_mosaic`), else what
-    `load_image` gives (uint8 RGB in stored orientation)."""
+    colour-filter mosaic (HxW float32, see `camid.io.raw.load_raw_mosaic`), a 10/12-bit
+    HEIF at full precision (HxWx3 float32 on the 0-255 scale), else what `load_image`
+    gives (uint8 RGB in stored orientation)."""
     p = Path(path)
     raw = data if data is not None else read_file_bytes(p)
     if is_raw(p, raw[:32]):
         from camid.io.raw import load_raw_mosaic
 
         return load_raw_mosaic(p, raw, max_pixels=max_pixels)
-    return decode_image(p, raw, max_pixels=max_pixels)
+    img = decode_image(p, raw, max_pixels=max_pixels)
+    if img.format == "HEIF" and img.conversion and "-bit HEIF reduced to 8-bit" in img.conversion:
+        return _heif_full_precision(img, raw)
+    return img
+
+
+def _heif_full_precision(img: LoadedImage, raw: bytes) -> LoadedImage:
+    """The primary image of a high-bit-depth HEIF again, kept as float32 on the 0-255 scale
+    (no rounding to 8 bits), in the same stored orientation as `img` (already size-checked
+    and decoded once, so the file is known to be sound)."""
+    import pillow_heif
+
+    try:
+        with quiet_warnings():
+            heif = pillow_heif.open_heif(io.BytesIO(raw), convert_hdr_to_8bit=False)
+            values = np.asarray(heif)[..., :3].astype(np.float32) / 257.0  # 16-bit scale
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise InputError(img.path, f"cannot decode image: {decode_reason(exc)}") from exc
+    turn = img.exif_orientation  # for a HEIF: the rotation libheif applied (see decode_image)
+    if turn in _UNDO and img.conversion and "rotation" in img.conversion:
+        values = np.stack(
+            [
+                np.asarray(Image.fromarray(values[..., c], "F").transpose(_UNDO[turn]))
+                for c in range(values.shape[2])
+            ],
+            axis=2,
+        )
+    if values.shape[:2] != img.pixels.shape[:2]:
+        return img  # libheif disagreed with itself: keep the 8-bit decode
+    values = np.ascontiguousarray(values)
+    values.setflags(write=False)
+    note = img.conversion.replace("HEIF reduced to 8-bit", "HEIF kept at full precision (float)")
+    return dataclasses.replace(img, pixels=values, conversion=note)
 
 
 def decode_image(
