@@ -120,9 +120,10 @@ def _device(spec: str, threads: int | None = None):
 
 
 def _load(path: Path):
-    from camid.io.image import load_image
+    """The photo's pixels for PRNU: a RAW file's colour-filter mosaic, else RGB pixels."""
+    from camid.io.image import load_sensor_pixels
 
-    return load_image(path)
+    return load_sensor_pixels(path)
 
 
 def _rotations(value: str) -> str:
@@ -191,6 +192,8 @@ def residual(
                 "width": img.width,
                 "height": img.height,
                 "residual_std": round(float(res.std()), 6),
+                "format": img.format,
+                "conversion": img.conversion,
                 "output": str(target) if target else None,
                 "params": params.to_dict(),
                 "camid_version": __version__,
@@ -273,16 +276,19 @@ def fingerprint(
         try:
             img = _load(p)
             shape = pending[0].pixels.shape if pending else None
-            if shape is not None and img.pixels.shape != shape:
+            if shape is not None and img.pixels.shape[:2] != shape[:2]:
                 raise InputError(
                     p,
                     f"size {img.width}x{img.height} differs from the first image's"
                     f" {shape[1]}x{shape[0]}",
                 )
+            if shape is not None and img.pixels.ndim != len(shape):
+                raise InputError(p, _MIXED)
             try:
                 acc.check_shape(img.pixels.shape)
             except ValueError as exc:
-                raise InputError(p, str(exc)) from exc
+                reason = _MIXED if "colour channel" in str(exc) else str(exc)
+                raise InputError(p, reason) from exc
             pending.append(img)
             used.append(p)
             if len(pending) >= batch_size:
@@ -330,6 +336,12 @@ def fingerprint(
         title="PRNU fingerprint",
     )
     raise typer.Exit(finish_batch(out, failed, failed_list, paths))
+
+
+_MIXED = (
+    "a RAW mosaic and developed photos cannot share one fingerprint (make one from each "
+    "kind; they match each other)"
+)
 
 
 def _exif_camera_of(paths: list[Path]) -> str | None:
@@ -444,7 +456,7 @@ def match(
         for fp, r in zip(fps, results, strict=True):
             if r.crop_note:
                 out.info(f"{p}: {fp.label}: {r.crop_note}")
-            rec = {"path": str(p), "sha256": img.sha256}
+            rec = {"path": str(p), "sha256": img.sha256, "format": img.format}
             rec.update(r.to_record())
             rec.update(_fp_fields(fp))
             rec["camid_version"] = __version__

@@ -158,6 +158,22 @@ def cameras(
     ] = 0.25,
     workers: WorkersOpt = None,
     force: ForceOpt = False,
+    file_format: Annotated[
+        str,
+        typer.Option(
+            "--file-format",
+            help="File type of the natural images: jpeg, heic (HEVC, as phones write) or dng "
+            "(raw mosaic with the camera JPEG as preview).",
+        ),
+    ] = "jpeg",
+    flat_format: Annotated[
+        str | None,
+        typer.Option(
+            "--flat-format",
+            help="File type of the flat fields (default: --file-format's).",
+            show_default=False,
+        ),
+    ] = None,
     fmt: FormatOpt = Format.auto,
     json_: JsonOpt = False,
     quiet: QuietOpt = 0,
@@ -181,6 +197,8 @@ def cameras(
             workers=workers,
             overwrite=force,
             progress=_progress(out, "cameras"),
+            file_format=file_format.strip().lower(),
+            flat_format=flat_format.strip().lower() if flat_format else None,
         )
     rows = _summary_rows({"cameras": manifest, "flatfield": manifest.parent / "flatfield.csv"})
     n = sum(r["images"] for r in rows)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import deque
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -270,8 +270,11 @@ class OpenSetRule:
                     support[str(head["name"])] = float(head.get("support_threshold", 0.0))
         return cls(t, a, support, source)
 
-    def decide(self, agg: Aggregate, classes: list[str]) -> tuple[bool, str]:
-        """(known, reason) for one aggregated image."""
+    def decide(
+        self, agg: Aggregate, classes: list[str], skip: Sequence[str] = ()
+    ) -> tuple[bool, str]:
+        """(known, reason) for one aggregated image; heads named in `skip` are not checked
+        (their traces do not apply to the image, e.g. JPEG traces of a HEIF)."""
         if agg.n_views == 0:
             return False, "no views could be taken from the image"
         heads = agg.heads.values() if agg.heads else ()
@@ -293,7 +296,7 @@ class OpenSetRule:
             )
         for head, need in self.support.items():
             hp = agg.heads.get(head) if agg.heads else None
-            if hp is None or need <= 0:
+            if hp is None or need <= 0 or head in skip:
                 continue
             if hp[agg.top] < need:
                 return False, (

@@ -65,6 +65,9 @@ class Photo:
     pixels: np.ndarray | None
     grid: tuple[int, int] | None = None
     conversion: str | None = None
+    format: str | None = None
+    codec: str | None = None
+    """The lossy coding the analysed pixels carry ("JPEG", "HEVC"; None: lossless/raw)."""
 
 
 class EvidenceProvider(Protocol):

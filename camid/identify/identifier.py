@@ -41,11 +41,15 @@ from camid.identify.evidence import (
 )
 from camid.identify.exif_check import exif_cross_check, match_class
 from camid.io.exif import quick_camera
+from camid.io.formats import is_raw
 from camid.io.image import load_image, read_file_bytes
 from camid.models.store import ModelCard
 from camid.models.traces import detect_jpeg_grid
 
 UNKNOWN = "unknown"
+COMPRESSION_HEADS = ("compression",)
+"""Evidence heads that read JPEG-lattice traces: they say nothing about pixels that were
+never JPEG-coded (HEIF/HEVC, PNG, a RAW developed by LibRaw)."""
 MIN_SIDE = 32
 """Smallest side (pixels) of a photo camid identifies, or the model's view size when that
 is smaller: below it a view would be mostly reflected padding (and fewer than 4x4 JPEG
@@ -74,6 +78,8 @@ class Identification:
     height: int
     camid_version: str = __version__
     conversion: str | None = None
+    format: str | None = None
+    compression_traces: str = "jpeg lattice"
     evidence: list[Evidence] = field(default_factory=list)
     decided_by: str = "cnn"
     contradiction: str | None = None
@@ -105,6 +111,8 @@ class Identification:
             "width": self.width,
             "height": self.height,
             "conversion": self.conversion,
+            "format": self.format,
+            "compression_traces": self.compression_traces,
             "model": self.model,
             "model_sha256": self.model_sha256,
             "camid_version": self.camid_version,
@@ -212,6 +220,11 @@ class Identifier:
         img = load_image(path, data=raw, min_side=self.min_side, purpose="camera identification")
         exif_cam = quick_camera(raw)
         px = img.pixels if manipulation is None else manipulation.apply(img.pixels)
+        kept = img.pixels if self.keep_pixels else None
+        if kept is not None and is_raw(path, raw[:32]):  # PRNU reads the sensor's mosaic
+            from camid.io.raw import load_raw_mosaic
+
+            kept = load_raw_mosaic(path, raw).pixels
         grid = None
         if self.find_grid:  # views start on the photo's own JPEG grid (cropped photos)
             grid = detect_jpeg_grid(px)
@@ -223,9 +236,11 @@ class Identifier:
             img.width,
             img.height,
             exif_cam,
-            img.pixels if self.keep_pixels else None,
+            kept,
             grid,
             img.conversion,
+            img.format,
+            img.codec,
         )
         return meta, views
 
@@ -253,8 +268,8 @@ class Identifier:
         for i, out in self.predictor.stream(feed()):
             yield int(i), paths[int(i)], metas.pop(int(i), None), out
 
-    def decide(self, logits: np.ndarray) -> tuple[Aggregate, bool, str]:
-        """Aggregate view logits and apply the open-set rule."""
+    def decide(self, logits: np.ndarray, skip: Sequence[str] = ()) -> tuple[Aggregate, bool, str]:
+        """Aggregate view logits and apply the open-set rule (heads in `skip` unchecked)."""
         agg = aggregate(decision_logits(logits), self.temperature, self.aggregation)
         if logits.ndim == 3 and self.predictor.heads:
             heads = {}
@@ -262,7 +277,7 @@ class Identifier:
                 t = float(self.head_calibration.get(name, {}).get("temperature", 1.0))
                 heads[name] = aggregate(logits[:, k], t, self.aggregation).probs
             agg = dataclasses.replace(agg, heads=heads)
-        known, reason = self.rule.decide(agg, list(self.card.classes))
+        known, reason = self.rule.decide(agg, list(self.card.classes), skip)
         return agg, known, reason
 
     def identify(
@@ -298,7 +313,11 @@ class Identifier:
         classes: list[str],
         providers: Sequence[EvidenceProvider],
     ) -> Identification:
-        agg, known, reason = self.decide(logits)
+        traces = compression_traces(meta.format, meta.codec)
+        skip = COMPRESSION_HEADS if meta.codec != "JPEG" else ()
+        agg, known, reason = self.decide(logits, skip)
+        if skip and any(h in self.rule.support for h in skip):
+            reason += f"; compression-trace check skipped ({traces})"
         order = np.argsort(-agg.probs)[: self.top_k]
         top = [
             {
@@ -318,7 +337,7 @@ class Identifier:
             known,
             reason,
         )
-        evidence = [cnn, *self._head_evidence(agg, classes)]
+        evidence = [cnn, *self._head_evidence(agg, classes, skip, traces)]
         others = [ev for pv in providers if (ev := pv.evidence(meta)) is not None]
         for ev in others:  # name a fingerprint's camera model as the network's class
             if ev.camera is not None:
@@ -348,19 +367,42 @@ class Identifier:
             width=meta.width,
             height=meta.height,
             conversion=meta.conversion,
+            format=meta.format,
+            compression_traces=traces,
             evidence=evidence,
             decided_by=fused.decided_by,
             contradiction=fused.contradiction,
             extra={"jpeg_grid": list(meta.grid)} if meta.grid is not None else {},
         )
 
-    def _head_evidence(self, agg: Aggregate, classes: list[str]) -> list[Evidence]:
-        """One Evidence per evidence head: where its traces point, and its support."""
+    def _head_evidence(
+        self,
+        agg: Aggregate,
+        classes: list[str],
+        skip: Sequence[str] = (),
+        traces: str = "jpeg lattice",
+    ) -> list[Evidence]:
+        """One Evidence per evidence head: where its traces point, and its support. A head
+        in `skip` is reported, never decisive, with the reason its traces do not apply."""
         out = []
         for name, p in (agg.heads or {}).items():
             need = self.rule.support.get(name, 0.0)
             support = float(p[agg.top])
             best = int(np.argmax(p))
+            if name in skip:
+                out.append(
+                    Evidence(
+                        "head",
+                        name,
+                        None,
+                        float(np.max(p)),
+                        "probability",
+                        False,
+                        f"{name} traces not used: {traces}",
+                        {"support": round(support, 6), "support_threshold": round(need, 6)},
+                    )
+                )
+                continue
             out.append(
                 Evidence(
                     "head",
@@ -375,3 +417,12 @@ class Identifier:
                 )
             )
         return out
+
+
+def compression_traces(fmt: str | None, codec: str | None) -> str:
+    """Whether a photo's pixels carry the JPEG-lattice traces the compression head reads."""
+    if codec == "JPEG":
+        return "jpeg lattice"
+    if codec == "HEVC":
+        return f"not applicable: {fmt or 'the file'} is HEVC-coded, not JPEG"
+    return f"not applicable: {fmt or 'the image'} pixels were never JPEG-coded"

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import exifread
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from camid.errors import InputError
+from camid.io.formats import ensure_heif_opener, is_heif, is_raw
 from camid.io.image import (
     describe_conversion,
+    heif_other_images,
+    open_image,
     open_regular,
     quiet_warnings,
     read_file_bytes,
@@ -77,6 +80,7 @@ class ExifInfo:
     jpeg_quality: float | None = None
     jpeg_quality_exact: bool | None = None
     conversion: str | None = None
+    other_images: int = 0
     quant_tables: dict[int, list[list[int]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -200,18 +204,54 @@ def estimate_jpeg_quality(tables: dict[int, np.ndarray]) -> tuple[float | None, 
     return (float(best_q) if best_q is not None else None), best_err == 0.0
 
 
+SERIAL_TAGS = (
+    "EXIF BodySerialNumber",
+    "Image Tag 0xC62F",  # DNG CameraSerialNumber
+    "MakerNote SerialNumber",
+    "MakerNote InternalSerialNumber",
+    "MakerNote SerialNumberFormat2",
+)
+"""Where a body serial number is found (EXIF, DNG, maker notes), first match wins."""
+
+
+def heif_exif(raw: bytes) -> bytes | None:
+    """The TIFF-structured EXIF block of a HEIF file (read by libheif; no pixels decoded).
+
+    exifread's own HEIF parser refuses files that libheif writes, so camid reads the block
+    through pillow-heif and hands it to exifread as a TIFF stream. None when absent.
+    """
+    ensure_heif_opener()
+    import pillow_heif
+
+    with quiet_warnings():
+        block = pillow_heif.open_heif(io.BytesIO(raw)).info.get("exif")
+    if not block:
+        return None
+    return bytes(block[6:] if block[:6] == b"Exif\x00\x00" else block)
+
+
+def _metadata_stream(raw: bytes) -> io.BytesIO:
+    """What exifread reads: the file itself, or a HEIF file's EXIF block."""
+    if is_heif(raw[:64]):
+        return io.BytesIO(heif_exif(raw) or b"")
+    return io.BytesIO(raw)
+
+
 def read_exif(path: str | Path, data: bytes | None = None) -> ExifInfo:
     """Read EXIF and JPEG facts of one file. Raises InputError only if the file is unreadable.
 
     Malformed or oddly encoded metadata becomes warnings on the result, never an exception.
+    HEIC/HEIF EXIF is read through pillow-heif; camera RAW files (DNG, NEF, CR2, ...) are
+    described from LibRaw's header and their EXIF/maker notes (serial numbers).
     """
     p = Path(path)
     raw = data if data is not None else read_file_bytes(p)
     info = ExifInfo(path=str(p), sha256=sha256_bytes(raw))
+    raw_file = is_raw(p, raw[:32])
     try:
         with quiet_warnings():
-            tags = exifread.process_file(io.BytesIO(raw), details=False)
-    except Exception as exc:  # exifread raises many types on broken metadata
+            tags = exifread.process_file(_metadata_stream(raw), details=raw_file)
+    except Exception as exc:  # exifread and libheif raise many types on broken metadata
         tags = {}
         info.warnings.append(f"malformed EXIF ignored ({type(exc).__name__})")
     info.make = clean_text(_tag(tags, "Image Make"))
@@ -220,7 +260,7 @@ def read_exif(path: str | Path, data: bytes | None = None) -> ExifInfo:
     info.datetime_original = clean_text(_tag(tags, "EXIF DateTimeOriginal", "Image DateTime"))
     info.lens_make = clean_text(_tag(tags, "EXIF LensMake"))
     info.lens_model = clean_text(_tag(tags, "EXIF LensModel"))
-    info.body_serial = clean_text(_tag(tags, "EXIF BodySerialNumber", "MakerNote SerialNumber"))
+    info.body_serial = clean_text(_tag(tags, *SERIAL_TAGS))
     orient = _tag(tags, "Image Orientation")
     info.orientation = _int_tag(orient)
     if info.orientation is not None and not 1 <= info.orientation <= 8:
@@ -230,11 +270,18 @@ def read_exif(path: str | Path, data: bytes | None = None) -> ExifInfo:
     info.exif_width = _int_tag(_tag(tags, "EXIF ExifImageWidth"))
     info.exif_height = _int_tag(_tag(tags, "EXIF ExifImageLength"))
 
+    if raw_file:
+        _raw_facts(p, raw, info, bool(tags))
+        return info
     try:
-        with quiet_warnings(), Image.open(io.BytesIO(raw)) as img:
+        with quiet_warnings(), open_image(raw) as img:
             info.width, info.height = img.size
             info.file_format = img.format
             info.conversion = describe_conversion(img, img.format)
+            if img.format == "HEIF":
+                info.other_images = heif_other_images(img)
+                if img.info.get("original_orientation") in (5, 6, 7, 8):  # the stored grid
+                    info.width, info.height = img.height, img.width
     except UnidentifiedImageError as exc:
         raise InputError(p, "not an image file (unrecognised format)") from exc
     except Exception:
@@ -256,6 +303,26 @@ def read_exif(path: str | Path, data: bytes | None = None) -> ExifInfo:
     return info
 
 
+def _raw_facts(p: Path, raw: bytes, info: ExifInfo, has_tags: bool) -> None:
+    """Fill a RAW file's size, format and notes from LibRaw's header (InputError if LibRaw
+    cannot parse it)."""
+    from camid.io.raw import raw_header
+
+    head = raw_header(p, raw)
+    info.width, info.height = head.width, head.height
+    info.file_format = head.format
+    info.other_images = 1
+    cfa = f"{head.cfa} " if head.cfa else "non-Bayer "
+    info.conversion = (
+        f"{head.format}: {cfa}colour-filter mosaic {head.width}x{head.height} (PRNU reads it); "
+        "the CNN reads its embedded JPEG preview"
+    )
+    if info.orientation is None and head.orientation and head.orientation != 1:
+        info.orientation = head.orientation
+    if not has_tags:
+        info.warnings.append("no EXIF metadata")
+
+
 def quick_camera(source: bytes | str | Path) -> str | None:
     """'Make Model' from a file's EXIF (bytes or a path), None when absent or unreadable.
 
@@ -269,6 +336,11 @@ def quick_camera(source: bytes | str | Path) -> str | None:
             if isinstance(source, bytes | bytearray)
             else open_regular(source)  # a FIFO or device is never read
         )
+        if is_heif(fh.read(64)):  # HEIF: its EXIF block, read through pillow-heif
+            fh.seek(0)
+            with fh:
+                fh = _metadata_stream(fh.read())
+        fh.seek(0)
         with fh, quiet_warnings():
             tags = exifread.process_file(fh, details=False, stop_tag="Model")
     except Exception:  # malformed metadata is "no EXIF", never an error

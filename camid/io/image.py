@@ -1,11 +1,15 @@
 """The one image loader of camid: read-only, bomb-safe, explicit about modes.
 
 Pixel data stays in stored (sensor) orientation: the EXIF Orientation tag is reported,
-never applied, because PRNU and CNN camera traces live in the sensor's pixel grid.
+never applied, because PRNU and CNN camera traces live in the sensor's pixel grid. HEIC/HEIF
+files are decoded by pillow-heif (libheif applies the file's rotation; camid undoes it) and
+camera RAW files by rawpy (camid/io/raw.py); both are imported only when such a file is read
+(camid/io/formats.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -24,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from camid.errors import InputError
+from camid.io.formats import ensure_heif_opener, is_heif, is_raw
 from camid.io.inputs import file_kind
 
 DEFAULT_MAX_PIXELS = 120_000_000
@@ -47,7 +52,13 @@ _WARNINGS_LOCK = threading.RLock()
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """Pixels of one image file with the facts needed to cite it."""
+    """Pixels of one image file with the facts needed to cite it.
+
+    `pixels` are HxWx3 (or HxW grey) uint8, except for a RAW file's colour-filter mosaic
+    (`camid.io.raw.load_raw_mosaic`: HxW float32). `codec` names the lossy coding whose
+    traces the pixels carry ("JPEG", "HEVC"; None: lossless or raw); `other_images` counts
+    the images of the container beside the one analysed (HEIF, RAW previews).
+    """
 
     path: Path
     pixels: np.ndarray
@@ -56,6 +67,8 @@ class LoadedImage:
     original_mode: str
     exif_orientation: int | None
     conversion: str | None = None
+    other_images: int = 0
+    codec: str | None = None
 
     @property
     def height(self) -> int:
@@ -203,9 +216,73 @@ def _rawmode(img: Image.Image) -> str:
 def describe_conversion(img: Image.Image, fmt: str | None = None) -> str | None:
     """What `load_image` will do to the pixels of an opened (not yet loaded) image, from
     its header alone: mode conversions and "first frame of N" (None: nothing)."""
+    if fmt == "HEIF":
+        return _heif_note(img)
     return _join_notes(
         _frames_note(_frame_count(img, fmt), fmt), _mode_note(img.mode, _rawmode(img))
     )
+
+
+def open_image(raw: bytes) -> Image.Image:
+    """Pillow's lazy open of a file's bytes (header read, no pixels decoded); HEIF files get
+    pillow-heif's opener registered first."""
+    if is_heif(raw[:64]):
+        ensure_heif_opener()
+    return Image.open(io.BytesIO(raw))
+
+
+def codec_of(fmt: str | None) -> str | None:
+    """The lossy coding whose traces a format's pixels carry (None: lossless or unknown)."""
+    return {"JPEG": "JPEG", "MPO": "JPEG", "HEIF": "HEVC", "WEBP": None}.get(fmt or "")
+
+
+def heif_other_images(img: Image.Image) -> int:
+    """Images of a HEIF container beside the primary one (top-level images, thumbnails,
+    depth maps)."""
+    n = int(getattr(img, "n_frames", 1) or 1) - 1
+    return n + len(img.info.get("thumbnails") or ()) + len(img.info.get("depth_images") or ())
+
+
+def heif_error(raw: bytes) -> str:
+    """Why libheif refuses a file that says it is a HEIF (Pillow only says 'unidentified')."""
+    import pillow_heif
+
+    try:
+        with quiet_warnings():
+            pillow_heif.open_heif(io.BytesIO(raw))
+    except Exception as exc:  # libheif reports through ValueError / RuntimeError
+        text = decode_reason(exc).removeprefix("Invalid input: ")
+        if "end of file" in text.lower() or "insufficient input" in text.lower():
+            return f"truncated file ({text})"
+        return text
+    return "Pillow could not open it"
+
+
+def _heif_note(img: Image.Image) -> str | None:
+    bits = int(img.info.get("bit_depth") or 8)
+    turn = img.info.get("original_orientation")
+    others = heif_other_images(img)
+    return _join_notes(
+        f"primary image of a HEIF with {others} other image(s)" if others else None,
+        f"{bits}-bit HEIF reduced to 8-bit" if bits > 8 else None,
+        f"HEIF rotation (orientation {turn}) undone: pixels in the coded orientation"
+        if turn in _UNDO
+        else None,
+        _mode_note(img.mode),
+    )
+
+
+_UNDO = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+"""The transposition that takes an image shown with EXIF orientation N back to its stored
+grid (libheif always applies a HEIF's rotation/mirror when decoding)."""
 
 
 def _frames_note(frames: int, fmt: str | None) -> str | None:
@@ -274,28 +351,117 @@ def load_image(
     """
     p = Path(path)
     raw = data if data is not None else read_file_bytes(p)
+    if is_raw(p, raw[:32]):
+        from camid.io.raw import load_raw_preview
+
+        return load_raw_preview(
+            p, raw, gray=gray, max_pixels=max_pixels, min_side=min_side, purpose=purpose
+        )
+    return decode_image(
+        p, raw, gray=gray, max_pixels=max_pixels, min_side=min_side, purpose=purpose
+    )
+
+
+def load_sensor_pixels(
+    path: str | Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    data: bytes | None = None,
+) -> LoadedImage:
+    """Pixels as close to the sensor as the file holds, for PRNU: a camera RAW file's
+    colour-filter mosaic (HxW float32, see `camid.io.raw.load_raw_mosaic`), a 10/12-bit
+    HEIF at full precision (HxWx3 float32 on the 0-255 scale), else what `load_image`
+    gives (uint8 RGB in stored orientation)."""
+    p = Path(path)
+    raw = data if data is not None else read_file_bytes(p)
+    if is_raw(p, raw[:32]):
+        from camid.io.raw import load_raw_mosaic
+
+        return load_raw_mosaic(p, raw, max_pixels=max_pixels)
+    img = decode_image(p, raw, max_pixels=max_pixels)
+    if img.format == "HEIF" and img.conversion and "-bit HEIF reduced to 8-bit" in img.conversion:
+        return _heif_full_precision(img, raw)
+    return img
+
+
+def _heif_full_precision(img: LoadedImage, raw: bytes) -> LoadedImage:
+    """The primary image of a high-bit-depth HEIF again, kept as float32 on the 0-255 scale
+    (no rounding to 8 bits), in the same stored orientation as `img` (already size-checked
+    and decoded once, so the file is known to be sound)."""
+    import pillow_heif
+
+    try:
+        with quiet_warnings():
+            heif = pillow_heif.open_heif(io.BytesIO(raw), convert_hdr_to_8bit=False)
+            values = np.asarray(heif)[..., :3].astype(np.float32) / 257.0  # 16-bit scale
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise InputError(img.path, f"cannot decode image: {decode_reason(exc)}") from exc
+    turn = img.exif_orientation  # for a HEIF: the rotation libheif applied (see decode_image)
+    if turn in _UNDO and img.conversion and "rotation" in img.conversion:
+        values = np.stack(
+            [
+                np.asarray(Image.fromarray(values[..., c], "F").transpose(_UNDO[turn]))
+                for c in range(values.shape[2])
+            ],
+            axis=2,
+        )
+    if values.shape[:2] != img.pixels.shape[:2]:
+        return img  # libheif disagreed with itself: keep the 8-bit decode
+    values = np.ascontiguousarray(values)
+    values.setflags(write=False)
+    note = img.conversion.replace("HEIF reduced to 8-bit", "HEIF kept at full precision (float)")
+    return dataclasses.replace(img, pixels=values, conversion=note)
+
+
+def decode_image(
+    p: Path,
+    raw: bytes,
+    *,
+    gray: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = 1,
+    purpose: str = "analysis",
+) -> LoadedImage:
+    """`load_image` of bytes that Pillow (with pillow-heif) decodes; RAW files excluded."""
     digest = sha256_bytes(raw)
     try:
         with quiet_warnings():
-            img = Image.open(io.BytesIO(raw))
+            img = open_image(raw)
             width, height = img.size
             fmt = img.format
-            _check_size(p, width, height, max_pixels, min_side, purpose)
+            check_size(p, width, height, max_pixels, min_side, purpose)
             if fmt == "PNG":
                 verify_png(p, raw)
             planned = describe_conversion(img, fmt)
         img.load()  # outside the lock: decoding threads run in parallel
         with quiet_warnings():
             orientation = _orientation(img)  # after load(): never decodes, never swallows
+            others = 0
+            if fmt == "HEIF":
+                others = heif_other_images(img)
+                turn = img.info.get("original_orientation")
+                if turn in _UNDO:
+                    img = img.transpose(_UNDO[turn])
+                    orientation = int(turn)
             pixels, extra = _to_rgb8(img, p)
     except InputError:
         raise
     except Image.DecompressionBombError as exc:
         raise InputError(p, f"refused as a possible decompression bomb ({exc})") from exc
     except UnidentifiedImageError as exc:
+        if is_heif(raw[:64]):
+            raise InputError(p, f"cannot decode HEIF: {heif_error(raw)}") from exc
         raise InputError(p, "not an image file (unrecognised format)") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
-        raise InputError(p, f"cannot decode image: {_decode_reason(exc)}") from exc
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        RuntimeError,  # pillow-heif's libheif errors
+        struct.error,
+        zlib.error,
+    ) as exc:
+        raise InputError(p, f"cannot decode image: {decode_reason(exc)}") from exc
     note = _join_notes(planned, extra)
     if gray:
         rgb = pixels.astype(np.float32)
@@ -311,10 +477,12 @@ def load_image(
         original_mode=img.mode,
         exif_orientation=orientation,
         conversion=note,
+        other_images=others,
+        codec=codec_of(fmt),
     )
 
 
-def _check_size(
+def check_size(
     p: Path, width: int, height: int, max_pixels: int, min_side: int, purpose: str
 ) -> None:
     """Refuse from the header: zero-sized, bombs above `max_pixels`, sides below `min_side`."""
@@ -371,7 +539,7 @@ def verify_png(p: Path, raw: bytes) -> None:
         with quiet_warnings():
             Image.open(io.BytesIO(raw)).verify()
     except Exception as exc:  # Pillow raises SyntaxError, OSError, struct.error ...
-        raise InputError(p, f"corrupt PNG: {_decode_reason(exc)}") from exc
+        raise InputError(p, f"corrupt PNG: {decode_reason(exc)}") from exc
     _check_png_data_length(p, raw)
 
 
@@ -417,7 +585,7 @@ def _frame_count(img: Image.Image, fmt: str | None) -> int:
     return n
 
 
-def _decode_reason(exc: BaseException) -> str:
+def decode_reason(exc: BaseException) -> str:
     """One line saying why a decoder gave up."""
     msg = " ".join(str(exc).split()) or type(exc).__name__
     low = msg.lower()

@@ -10,9 +10,14 @@ from pathlib import Path
 from typing import TextIO
 
 from camid.errors import InputError
+from camid.io.formats import HEIF_EXTENSIONS, RAW_EXTENSIONS
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".gif"}
+IMAGE_EXTENSIONS: frozenset[str] = (
+    frozenset(
+        {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".gif"}
+    )
+    | HEIF_EXTENSIONS
+    | RAW_EXTENSIONS
 )
 
 

@@ -47,6 +47,7 @@ class _Job:
     printer: int
     when: str
     rel_path: str
+    file_format: str = "jpeg"
 
 
 def _render(job: _Job, spec: SynthSpec) -> bytes:
@@ -61,6 +62,19 @@ def _render(job: _Job, spec: SynthSpec) -> bytes:
         ev = FLAT_EV
     else:
         scene, _ = bottle_scene(job.shape, scene_rng, PRINTERS[job.printer])
+    if job.file_format != "jpeg":
+        from camid.synth.files import simulate_file
+
+        return simulate_file(
+            scene,
+            cam,
+            job.device,
+            cam_rng,
+            file_format=job.file_format,
+            exposure_ev=ev,
+            datetime_original=job.when,
+            serial=cam.device_name(job.device),
+        )
     _, data = simulate(scene, cam, job.device, cam_rng, exposure_ev=ev, datetime_original=job.when)
     return data
 
@@ -259,14 +273,24 @@ def make_camera_dataset(
     workers: int | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    file_format: str = "jpeg",
+    flat_format: str | None = None,
 ) -> Path:
     """Write a camera-identification set; return the path of its natural-image manifest.
 
     `cameras.csv`: natural images, label = camera, split train/test per device.
     `flatfield.csv`: flat-field frames per device (PRNU references), split 'train'.
-    `size` is (width, height).
+    `size` is (width, height). `file_format` (jpeg, heic, dng) is the natural images'
+    file type, `flat_format` the flat fields' (default: the same); a shot is the same
+    exposure whatever its format.
     """
+    from camid.synth.files import EXTENSIONS, FILE_FORMATS
+
     spec = spec or default_spec()
+    flat_format = flat_format or file_format
+    for f in (file_format, flat_format):
+        if f not in FILE_FORMATS:
+            raise UsageError(f"file format {f!r}: expected one of {', '.join(FILE_FORMATS)}")
     if per_device < 2:
         raise UsageError("at least 2 photos per device are needed (one train, one test)")
     if flat_per_device < 0:
@@ -291,7 +315,8 @@ def make_camera_dataset(
                         shape,
                         0,
                         _when(base, len(jobs), s),
-                        f"flat/{dname}_flat_{k + 1:03d}.jpg",
+                        f"flat/{dname}_flat_{k + 1:03d}{EXTENSIONS[flat_format]}",
+                        flat_format,
                     )
                 )
             for k in range(per_device):
@@ -305,7 +330,8 @@ def make_camera_dataset(
                         shape,
                         0,
                         _when(base, len(jobs), s),
-                        f"images/{dname}_{k + 1:04d}.jpg",
+                        f"images/{dname}_{k + 1:04d}{EXTENSIONS[file_format]}",
+                        file_format,
                     )
                 )
     n_test = min(per_device - 1, max(1, int(round(test_fraction * per_device))))
@@ -341,6 +367,8 @@ def make_camera_dataset(
             "per_device": per_device,
             "flat_per_device": flat_per_device,
             "test_per_device": n_test,
+            "file_format": file_format,
+            "flat_format": flat_format,
             "cameras": {c.id: c.name for c in spec.cameras},
             "devices": {c.device_name(d): c.name for c in spec.cameras for d in range(c.devices)},
         },
