@@ -266,3 +266,23 @@ def test_identify_says_which_unknown_threshold(trained, capsys, monkeypatch):
             card_t = rec
     assert card_t is not None
     assert "0.999" in rec["reason"] and "below the given threshold" in rec["reason"]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_bias_check_summary_fits_and_keeps_names_plain(width, tmp_path, monkeypatch, capsys):
+    """bias-check's summary goes through the output layer: no line wider than the terminal,
+    and a dataset or camera name with markup in it is printed as written."""
+    from camid.data.manifest import write_manifest
+
+    monkeypatch.setenv("COLUMNS", str(width))
+    rows = []
+    for cam, label in [("[bold]Cam A[/bold]", "x"), ("Cam B", "y")]:
+        for k in range(6):
+            img = write_jpeg(tmp_path / f"{cam[-5:].strip('[]/')}{label}{k}.jpg")
+            rows.append({"path": img, "label": label, "camera": cam})
+    csv_path = write_manifest(rows, tmp_path / "[/bold]leaky.csv")
+    rc = main(["bias-check", str(csv_path), "--quick", "-f", "table"])
+    out = capsys.readouterr().out
+    assert rc == 1  # every camera under one label: confounded
+    assert all(len(line) <= width for line in out.splitlines()), out
+    assert "[/bold]leaky.csv" in out and "[bold]Cam A[/bold]" in out

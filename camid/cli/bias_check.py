@@ -39,69 +39,73 @@ def _events_hook(out: Output):
 
 
 def render_summary(out: Output, report) -> None:
-    """The human summary: verdict, one line per check, the camera x label table."""
-    from rich.console import Console
-    from rich.table import Table
+    """The human summary: verdict, one line per check, the camera x label table.
 
-    console = Console(file=out.stdout, highlight=False, soft_wrap=True)
-    style = STYLE.get(report.status, "")
+    Everything goes through the output layer (tables fit the width; names from the data
+    are plain text, never markup)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from camid.report.output import printable, table_width
+
+    console = Console(file=out.stdout, highlight=False, soft_wrap=False, width=table_width())
+    head = Text("bias-check ", style="bold")
+    head.append(printable(str(report.dataset)) + ": ")
+    head.append(report.verdict, style=STYLE.get(report.status, ""))
+    head.append(f" ({report.status}) - {report.verdict_text}")
+    console.print(head)
     console.print(
-        f"[bold]bias-check[/bold] {report.dataset}: [{style}]{report.verdict}[/{style}] "
-        f"({report.status}) - {report.verdict_text}"
+        Text(
+            printable(
+                f"{report.n_images} images, {len(report.labels)} labels, "
+                f"{len(report.cameras)} cameras from {report.camera_source.description}; "
+                f"stage {report.stage}, {report.seconds:.1f} s"
+            )
+        )
     )
-    console.print(
-        f"{report.n_images} images, {len(report.labels)} labels, {len(report.cameras)} "
-        f"cameras from {report.camera_source.description}; stage {report.stage}, "
-        f"{report.seconds:.1f} s"
+    out.emit(
+        [{"status": c.status, "check": c.name, "finding": c.summary} for c in report.checks],
+        columns=["status", "check", "finding"],
+        title="checks",
     )
-    checks = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    checks.add_column("status")
-    checks.add_column("check")
-    checks.add_column("finding", overflow="fold")
-    for c in report.checks:
-        st = STYLE.get(c.status, "")
-        checks.add_row(f"[{st}]{c.status}[/{st}]", c.name, c.summary)
-    console.print(checks)
     a = report.association
     if a is not None and a.stats is not None:
         t = a.stats.table
-        tab = Table(
-            title=f"camera x label ({'training rows' if a.scope == 'train' else 'all rows'}; "
-            "* = tied to that camera)",
-            header_style="bold",
-        )
-        tab.add_column("camera")
-        for lab in t.cols:
-            tab.add_column(lab, justify="right")
         tied = {(c.camera, c.label) for c in a.tied}
-        for i, cam in enumerate(t.rows):
-            tab.add_row(
-                cam,
-                *[
-                    f"{t.counts[i, j]}{'*' if (cam, lab) in tied else ''}"
+        rows = [
+            {
+                "camera": cam,
+                **{
+                    lab: f"{t.counts[i, j]}{'*' if (cam, lab) in tied else ''}"
                     for j, lab in enumerate(t.cols)
-                ],
-            )
-        console.print(tab)
+                },
+            }
+            for i, cam in enumerate(t.rows)
+        ]
+        scope = "training rows" if a.scope == "train" else "all rows"
+        out.emit(
+            rows,
+            columns=["camera", *t.cols],
+            title=f"camera x label ({scope}; * = tied to that camera)",
+        )
     sc = report.shortcut
     if sc is not None and sc.prediction_table is not None:
-        pt = sc.prediction_table
-        tab = Table(title="test predictions per camera (like seed 000 Fig. 3)", header_style="bold")
-        tab.add_column("camera")
-        tab.add_column("n", justify="right")
-        tab.add_column("accuracy", justify="right")
-        for lab in pt["labels"]:
-            tab.add_column(f"pred {lab}", justify="right")
-        tab.add_column("flag")
-        for row in sc.per_camera:
-            tab.add_row(
-                row["camera"],
-                str(row["n"]),
-                f"{row['accuracy']:.2f}",
-                *[str(row["predicted"].get(lab, 0)) for lab in pt["labels"]],
-                "; ".join(row["flags"]),
-            )
-        console.print(tab)
+        labels = sc.prediction_table["labels"]
+        rows = [
+            {
+                "camera": row["camera"],
+                "n": row["n"],
+                "accuracy": round(row["accuracy"], 2),
+                **{f"pred {lab}": row["predicted"].get(lab, 0) for lab in labels},
+                "flag": "; ".join(row["flags"]),
+            }
+            for row in sc.per_camera
+        ]
+        out.emit(
+            rows,
+            columns=["camera", "n", "accuracy", *[f"pred {lab}" for lab in labels], "flag"],
+            title="test predictions per camera (like seed 000 Fig. 3)",
+        )
     for n in report.notes:
         out.info(f"note: {n}")
 

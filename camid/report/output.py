@@ -337,7 +337,8 @@ COLUMN_POLICIES: dict[str, str] = {
     ),
     **dict.fromkeys(
         ("reason", "note", "notes", "crop_note", "exif_note", "contradiction", "top", "traces",
-         "prnu", "detail", "description", "message", "warning", "warnings", "result", "help"),
+         "prnu", "detail", "description", "message", "warning", "warnings", "result", "help",
+         "finding", "flag", "summary"),
         "text",
     ),
 }  # fmt: skip
