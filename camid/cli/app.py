@@ -45,11 +45,14 @@ from camid.cli import (  # noqa: E402 - the root app must exist before commands 
     info,
     models,
     prnu,
+    probe,
     synth,
     train,
 )
 
 # One registration style: every command module has `register(app)`, which adds its
 # top-level command(s) or its command group.
-for _module in (demo, info, exif, identify, train, evaluate, dataset, models, synth, prnu):
+for _module in (
+    demo, info, exif, identify, train, evaluate, dataset, models, synth, prnu, probe
+):  # fmt: skip
     _module.register(app)
