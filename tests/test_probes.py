@@ -21,6 +21,7 @@ from camid.data.patches import CropRecipe, training_crop
 from camid.engine.data import ViewSpec, extract_views
 from camid.errors import UsageError
 from tests.conftest import natural_rgb
+from tests.test_train_fakes import KNOWN, make_fake_cameras, shared_model
 
 
 def _direct_binary(px: np.ndarray, window: int) -> np.ndarray:
@@ -104,7 +105,6 @@ def test_training_under_a_probe_stores_it_and_views_follow(tmp_path: Path) -> No
     from camid.data.manifest import read_manifest
     from camid.engine.predict import default_view_spec
     from camid.engine.train import TrainConfig, train
-    from tests.test_train_fakes import make_fake_cameras
 
     csv = make_fake_cameras(
         tmp_path / "d", ["Acme Alpha", "Bolt B2"], per_camera=4, test_per_camera=1, size=(64, 64)
@@ -122,3 +122,114 @@ def test_training_under_a_probe_stores_it_and_views_follow(tmp_path: Path) -> No
     assert set(np.unique(views).tolist()) <= {0, 255}
     with pytest.raises(UsageError, match="unknown pixel probe"):
         train(TrainConfig(name="x", probe="sepia"), read_manifest(csv), home=tmp_path / "h2")
+
+
+def test_adversarial_attack_flips_decisions_within_epsilon(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """Targeted PGD on the shared tiny model: at least one decision moves to the target
+    class, every perturbation stays within epsilon levels (checked on the 8-bit pixels),
+    and the flipped image, written as PNG, is identified as the target by `identify`."""
+    from PIL import Image
+
+    from camid.audit.probes import attack, attack_set
+    from camid.data.manifest import read_manifest
+    from camid.identify.identifier import Identifier
+    from camid.io.image import load_image
+
+    home, csv = shared_model(tmp_path_factory.getbasetemp())
+    ident = Identifier.from_model("fk3", device="cpu", home=home, workers=0)
+    rows = [r for r in read_manifest(csv) if r.split == "test" and r.camera in KNOWN]
+    eps = 2
+    flipped = 0
+    for r in rows[:6]:
+        px = load_image(r.path).pixels
+        res = attack(ident, px, epsilon=eps, steps=10)
+        diff = res.perturbed.astype(int) - px.astype(int)
+        assert np.abs(diff).max() <= eps and res.linf == np.abs(diff).max()
+        assert res.perturbed.dtype == np.uint8 and res.target != res.original
+        if res.success:
+            flipped += 1
+            png = tmp_path / f"adv_{flipped}.png"
+            Image.fromarray(res.perturbed).save(png)
+            (out,) = list(ident.identify([png]))
+            assert out.top[0]["camera"] == res.target
+    assert flipped >= 1
+    with pytest.raises(UsageError, match="epsilon"):
+        attack(ident, load_image(rows[0].path).pixels, epsilon=0)
+
+    result, errors = attack_set(ident, rows, epsilon=eps, steps=10, limit=3,
+                                figure_dir=tmp_path / "figs", figures=1)  # fmt: skip
+    assert errors == [] and result.n_test == 3
+    assert 0 < result.success_rate <= 1 and result.mean_steps >= 0
+    assert result.epsilon == pytest.approx(2 / 255)
+    (fig,) = result.figures
+    with Image.open(fig) as im:
+        assert im.format == "PNG" and im.width > 2 * im.height
+
+
+def test_attack_refuses_a_model_behind_a_pixel_probe(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    import dataclasses
+
+    from camid.audit.probes import attack
+    from camid.identify.identifier import Identifier
+
+    home, _ = shared_model(tmp_path_factory.getbasetemp())
+    ident = Identifier.from_model("fk3", device="cpu", home=home)
+    ident.views = dataclasses.replace(ident.views, probe="binary")
+    with pytest.raises(UsageError, match="gradient"):
+        attack(ident, natural_rgb(64, 64))
+
+
+def test_parse_probes_and_split() -> None:
+    from camid.audit.probes import PROBES, parse_probes, probe_split
+    from camid.data.manifest import Sample
+
+    assert parse_probes("grey, binary") == ["binary", "grey"]
+    assert parse_probes("all") == list(PROBES)
+    with pytest.raises(UsageError, match="unknown probe 'sepia'"):
+        parse_probes("grey,sepia")
+    rows = [Sample(Path(f"/x/{c}{i}.jpg"), camera=c) for c in "ab" for i in range(8)]
+    train, test, note = probe_split(rows, "camera", 0.25, seed=0)
+    assert len(test) == 4 and {s.camera for s in test} == {"a", "b"}
+    assert not {s.path for s in train} & {s.path for s in test}
+    rows[0].split = "test"
+    train, test, note = probe_split(rows, "camera", 0.25, seed=0)
+    assert test == [rows[0]] and "split=test" in note
+
+
+def test_probe_command_end_to_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Every probe through the CLI with a tiny budget: one result each, accuracies in
+    [0, 1], the chart and an adversarial figure written, no model left in the registry."""
+    from camid.cli import main
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("CAMID_HOME", str(home))
+    csv = make_fake_cameras(
+        tmp_path / "d", ["Acme Alpha", "Bolt B2"], per_camera=5, test_per_camera=2, size=(64, 64)
+    )
+    out = tmp_path / "out"
+    args = ["probe", str(csv), "--arch", "patchnet_hp_tiny", "--patch", "32", "--epochs", "1",
+            "--time-budget", "5", "--attack-images", "2", "--attack-steps", "5",
+            "--epsilon", "8", "-o", str(out), "--json"]  # fmt: skip
+    rc = main(args)
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    rep = json.loads(cap.out)
+    probes = [r["probe"] for r in rep["results"]]
+    assert probes == ["baseline", "binary", "colour", "grey", "crop32", "adversarial"]
+    base = rep["results"][0]["accuracy"]
+    for r in rep["results"]:
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["n_test"] >= 2
+        if r["probe"] != "adversarial":
+            assert r["baseline_accuracy"] == base and r["train_seconds"] > 0
+    adv = rep["results"][-1]
+    assert 0.0 <= adv["success_rate"] <= 1.0 and adv["epsilon"] == pytest.approx(8 / 255)
+    assert rep["n_test"] == 4 and rep["chance"] == 0.5
+    assert Path(rep["plot"]).is_file() and (out / "probes.png").is_file()
+    assert not (home / "models").exists() or not list((home / "models").glob("probe-*"))
+    assert main(["probe", str(csv), "--probes", "sepia"]) == 2
