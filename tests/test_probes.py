@@ -233,3 +233,26 @@ def test_probe_command_end_to_end(
     assert Path(rep["plot"]).is_file() and (out / "probes.png").is_file()
     assert not (home / "models").exists() or not list((home / "models").glob("probe-*"))
     assert main(["probe", str(csv), "--probes", "sepia"]) == 2
+
+
+def test_probe_attacks_a_given_model_without_training(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """`--probes adversarial --model NAME` trains nothing and attacks that registry model."""
+    from camid.cli import main
+
+    home, csv = shared_model(tmp_path_factory.getbasetemp())
+    monkeypatch.setenv("CAMID_HOME", str(home))
+    before = sorted(p.name for p in (home / "models").iterdir())
+    rc = main(["probe", str(csv), "--probes", "adversarial", "--model", "fk3", "--epsilon",
+               "2", "--attack-images", "3", "--attack-steps", "10", "--json"])  # fmt: skip
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    rep = json.loads(cap.out)
+    (adv,) = rep["results"]
+    assert adv["probe"] == "adversarial" and adv["model"] == "fk3" and adv["n_test"] == 3
+    assert adv["train_seconds"] is None and adv["success_rate"] > 0
+    assert adv["baseline_accuracy"] >= 0.6  # the shared model knows most of its test images
+    assert sorted(p.name for p in (home / "models").iterdir()) == before
