@@ -254,6 +254,8 @@ def attack(
     std = torch.tensor(card.std, device=device, dtype=torch.float32).view(1, 3, 1, 1)
     pos = view_positions(h, w, spec)
     size, t = spec.size, identifier.temperature
+    if any(y + size > h or x + size > w for y, x in pos):
+        raise UsageError(f"the image's {spec.region} region is smaller than one {size} px view")
     x0 = torch.from_numpy(np.array(pixels, dtype=np.float32)).to(device).permute(2, 0, 1)
 
     def target_log_prob(x: torch.Tensor) -> tuple[torch.Tensor, int]:

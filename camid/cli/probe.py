@@ -184,5 +184,5 @@ def register(app: typer.Typer) -> None:
             if out.fmt == "csv":
                 cols += ["removes", "paper"]
             out.emit(report.rows(), columns=cols, title=f"probes on {dataset} ({report.target})")
-        if report.errors:
+        if report.errors or live.unreadable:  # unreadable test or training images
             raise typer.Exit(EXIT_INPUT)
