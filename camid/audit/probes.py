@@ -60,7 +60,7 @@ PAPER = {
     "baseline": "Table I: camera ID 0.91-0.999",
     "binary": "Table III: camera ID near chance on binary masks",
     "colour": "Table IV: camera ID stays high under colour jitter",
-    "grey": "SIV-E: greyscale about as accurate as Table IV",
+    "grey": "§IV-E: greyscale about as accurate as Table IV",
     "crop32": "Table V: camera ID 0.67-0.95 from 32x32 crops",
     "adversarial": "Fig. 5: small structured perturbations flip decisions",
 }
