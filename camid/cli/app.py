@@ -48,6 +48,7 @@ from camid.cli import (  # noqa: E402 - the root app must exist before commands 
     lr_check,
     models,
     prnu,
+    probe,
     synth,
     train,
 )
@@ -55,7 +56,7 @@ from camid.cli import (  # noqa: E402 - the root app must exist before commands 
 # One registration style: every command module has `register(app)`, which adds its
 # top-level command(s) or its command group.
 for _module in (
-    demo, info, exif, identify, train, evaluate, bias_check, heatmap, lr_check, dataset,
-    models, synth, prnu,
+    demo, info, exif, identify, train, evaluate, bias_check, heatmap, lr_check, probe,
+    dataset, models, synth, prnu,
 ):  # fmt: skip
     _module.register(app)

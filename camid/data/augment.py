@@ -1,4 +1,5 @@
-"""Image manipulations of the seed-002 recipe (JPEG, gamma, resize) and the D4 group.
+"""Image manipulations of the seed-002 recipe (JPEG, gamma, resize), the D4 group and the
+pixel probes of seed 000 (binary masks, colour jitter, greyscale).
 
 All functions take and return HxWx3 uint8 arrays in stored orientation. Manipulations are
 used twice: as training augmentation (random, p=0.5) and as fixed test conditions in
@@ -127,3 +128,96 @@ def d4_tensor(x, k: int):
     if k >= 4:
         out = torch.flip(out, dims=(3,))
     return out
+
+
+# -- pixel probes (seed 000, Tables III-IV) ---------------------------------------------------
+# A probe removes one kind of visual information from every training crop *and* every view a
+# model is tested on, so the accuracy that survives says whether the camera is still visible
+# without it. Each takes HxWx3 uint8 pixels and a generator (for the random ones).
+
+BINARY_WINDOW = 15
+"""Side of the local window whose mean a pixel is compared with (local-mean threshold)."""
+JITTER_BRIGHTNESS = 0.5
+JITTER_CONTRAST = 0.5
+JITTER_SATURATION = 0.5
+JITTER_HUE = 0.1
+"""Colour-jitter ranges: factors uniform in [1-v, 1+v]; the hue turns by up to 0.1 of a
+full circle either way (torchvision's ColorJitter conventions, strong settings)."""
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def greyscale(pixels: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Rounded luma (ITU-R BT.601 weights) copied to all three channels."""
+    grey = np.clip(np.rint(pixels.astype(np.float64) @ _LUMA), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def binarise(
+    pixels: np.ndarray,
+    rng: np.random.Generator | None = None,
+    window: int = BINARY_WINDOW,
+) -> np.ndarray:
+    """Local-mean thresholding (seed 000, Fig. 6): 255 where the grey value exceeds the mean
+    of its `window` x `window` neighbourhood (mirrored at the borders), else 0, on all three
+    channels. Colour and texture are gone; the shapes of dark/bright structures stay.
+
+    Exact in integers: a pixel is set when value x window**2 > the window's sum.
+    """
+    if window < 1 or window % 2 == 0:
+        raise UsageError(f"the binarisation window must be an odd number of pixels, got {window}")
+    grey = greyscale(pixels)[..., 0].astype(np.int64)
+    r = window // 2
+    padded = np.pad(grey, r, mode="symmetric")
+    integral = np.zeros((padded.shape[0] + 1, padded.shape[1] + 1), dtype=np.int64)
+    integral[1:, 1:] = padded.cumsum(axis=0).cumsum(axis=1)
+    h, w = grey.shape
+    sums = (
+        integral[window : window + h, window : window + w]
+        - integral[:h, window : window + w]
+        - integral[window : window + h, :w]
+        + integral[:h, :w]
+    )
+    out = np.where(grey * window * window > sums, 255, 0).astype(np.uint8)
+    return np.repeat(out[..., None], 3, axis=2)
+
+
+def colour_jitter(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random brightness, contrast, saturation and hue (seed 000, Fig. 7 / Table IV), in that
+    order, each drawn from `rng`; removes global colour statistics (white balance, colour
+    correction, tone) as a cue while keeping texture."""
+    x = pixels.astype(np.float64)
+    b = rng.uniform(1 - JITTER_BRIGHTNESS, 1 + JITTER_BRIGHTNESS)
+    c = rng.uniform(1 - JITTER_CONTRAST, 1 + JITTER_CONTRAST)
+    s = rng.uniform(1 - JITTER_SATURATION, 1 + JITTER_SATURATION)
+    theta = 2 * np.pi * rng.uniform(-JITTER_HUE, JITTER_HUE)
+    x = np.clip(x * b, 0, 255)
+    x = np.clip((x - (x @ _LUMA).mean()) * c + (x @ _LUMA).mean(), 0, 255)
+    grey = (x @ _LUMA)[..., None]
+    x = np.clip(grey + (x - grey) * s, 0, 255)
+    # hue: rotate the chroma plane of YIQ by theta (luma unchanged)
+    to_yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    cos, sin = np.cos(theta), np.sin(theta)
+    turn = np.array([[1, 0, 0], [0, cos, -sin], [0, sin, cos]])
+    m = np.linalg.inv(to_yiq) @ turn @ to_yiq
+    x = x @ m.T
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+PIXEL_PROBES = {"binary": binarise, "colour": colour_jitter, "grey": greyscale}
+"""Pixel probes by name: fn(pixels, rng) -> pixels (HxWx3 uint8 in and out)."""
+
+
+def check_pixel_probe(name: str | None) -> str | None:
+    """The probe name itself (None: no probe); UsageError when it is not a pixel probe."""
+    if name is None or name in PIXEL_PROBES:
+        return name
+    raise UsageError(f"unknown pixel probe {name!r}; choose one of: {', '.join(PIXEL_PROBES)}")
+
+
+def apply_pixel_probe(
+    name: str | None, pixels: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """`pixels` with pixel probe `name` applied (unchanged when name is None)."""
+    if name is None:
+        return pixels
+    return PIXEL_PROBES[check_pixel_probe(name)](pixels, rng)  # type: ignore[index]

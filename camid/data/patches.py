@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from camid.data.augment import d4, random_manipulation
+from camid.data.augment import apply_pixel_probe, d4, random_manipulation
 from camid.errors import UsageError
 
 REGIONS = ("full", "left", "right", "top", "bottom", "center80")
@@ -99,6 +99,7 @@ class CropRecipe:
     d4: bool = False
     region: str = "full"
     align: int = ALIGN
+    probe: str | None = None  # a pixel probe (camid.data.augment.PIXEL_PROBES), applied last
 
 
 def training_crop(pixels: np.ndarray, recipe: CropRecipe, rng: np.random.Generator) -> np.ndarray:
@@ -118,6 +119,8 @@ def training_crop(pixels: np.ndarray, recipe: CropRecipe, rng: np.random.Generat
     out = big[y : y + recipe.patch, x : x + recipe.patch]
     if recipe.d4:
         out = d4(out, int(rng.integers(8)))
+    if recipe.probe is not None:
+        out = apply_pixel_probe(recipe.probe, np.ascontiguousarray(out), rng)
     return np.ascontiguousarray(out)
 
 

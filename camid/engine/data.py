@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from camid.data.augment import d4
+from camid.data.augment import apply_pixel_probe, d4
 from camid.data.patches import (
     ALIGN,
     CropRecipe,
@@ -28,6 +28,7 @@ from camid.data.patches import (
     five_crop_positions,
     grid_positions,
     random_crop,
+    region_bounds,
     region_view,
     training_crop,
 )
@@ -345,7 +346,9 @@ class ViewSpec:
 
     mode "grid": a non-overlapping grid of `size` patches (at most `max_views`);
     mode "five": the 4 corners and the centre (seed 002). `d4` multiplies each view by the
-    8 rotations/flips. `region` keeps every view inside part of the frame.
+    8 rotations/flips. `region` keeps every view inside part of the frame. `probe` names a
+    pixel probe (camid.data.augment.PIXEL_PROBES) applied to every view, as it was to the
+    training crops.
     """
 
     size: int
@@ -353,6 +356,7 @@ class ViewSpec:
     max_views: int = 64
     d4: bool = False
     region: str = "full"
+    probe: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -362,21 +366,41 @@ class ViewSpec:
             "max_views": self.max_views,
             "d4": self.d4,
             "region": self.region,
+            "probe": self.probe,
         }
+
+
+PROBE_VIEW_SEED = 20_231
+"""Random pixel probes (colour jitter) draw view i's parameters from a generator keyed by
+(this, i): the same image always gets the same views."""
+
+
+def view_positions(height: int, width: int, spec: ViewSpec) -> list[tuple[int, int]]:
+    """Top-left corners (in the whole frame) of the views `spec` takes from an HxW image."""
+    y0, y1, x0, x1 = region_bounds(height, width, spec.region)
+    h, w = y1 - y0, x1 - x0
+    if spec.mode == "five":
+        pos = five_crop_positions(h, w, spec.size)
+    else:
+        pos = grid_positions(h, w, spec.size, spec.max_views)
+    return [(y0 + y, x0 + x) for y, x in pos]
 
 
 def extract_views(pixels: np.ndarray, spec: ViewSpec) -> np.ndarray:
     """(V, size, size, 3) uint8 views of an image according to `spec`."""
     view = region_view(pixels, spec.region)
-    h, w = view.shape[:2]
-    if spec.mode == "five":
-        pos = five_crop_positions(h, w, spec.size)
-    else:
-        pos = grid_positions(h, w, spec.size, spec.max_views)
-    crops = [crop(view, y, x, spec.size) for y, x in pos]
+    y0, _, x0, _ = region_bounds(pixels.shape[0], pixels.shape[1], spec.region)
+    pos = view_positions(pixels.shape[0], pixels.shape[1], spec)
+    crops = [crop(view, y - y0, x - x0, spec.size) for y, x in pos]
     if spec.d4:
         crops = [d4(c, k) for c in crops for k in range(8)]
-    return np.stack([np.ascontiguousarray(c) for c in crops])
+    crops = [np.ascontiguousarray(c) for c in crops]
+    if spec.probe is not None:
+        crops = [
+            apply_pixel_probe(spec.probe, c, np.random.default_rng([PROBE_VIEW_SEED, i]))
+            for i, c in enumerate(crops)
+        ]
+    return np.stack(crops)
 
 
 def sliding_positions(

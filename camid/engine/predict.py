@@ -34,7 +34,8 @@ def default_view_spec(
     d4: bool | None = None,
     region: str | None = None,
 ) -> ViewSpec:
-    """Inference views for a model: a patch grid for patch nets, 5 crops x D4 for big nets."""
+    """Inference views for a model: a patch grid for patch nets, 5 crops x D4 for big nets;
+    a model trained under a pixel probe (recipe views.probe) sees its views through it."""
     try:
         family = get_arch(card.arch).family
     except Exception:  # an architecture from a newer camid: treat as a big net
@@ -56,12 +57,14 @@ def default_view_spec(
             bool(views.get("d4", True)),
             str(views.get("region", "full")),
         )
+    probe = views.get("probe")
     return ViewSpec(
         size=base.size,
         mode=mode or base.mode,
         max_views=max_views if max_views is not None else base.max_views,
         d4=base.d4 if d4 is None else d4,
         region=region or base.region,
+        probe=str(probe) if probe else None,
     )
 
 

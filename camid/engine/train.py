@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from camid.data.augment import check_pixel_probe
 from camid.data.manifest import Sample
 from camid.data.patches import REGIONS, CropRecipe, split_by_image
 from camid.device import resolve_device
@@ -91,6 +92,7 @@ class TrainConfig:
     plateau_factor: float = 0.5
     cache: bool | None = None  # decoded images in memory; None: when they fit
     overwrite: bool = False
+    probe: str | None = None  # pixel probe on every crop and view (camid.data.augment)
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -290,6 +292,7 @@ def _resolve_config(cfg: TrainConfig) -> tuple[TrainConfig, str]:
         raise UsageError(f"unknown target {cfg.target!r}; choose camera or label")
     if cfg.region not in REGIONS:
         raise UsageError(f"unknown region {cfg.region!r}; choose one of: {', '.join(REGIONS)}")
+    check_pixel_probe(cfg.probe)
     patch = cfg.patch or info.input_size
     if patch < info.min_input_size:
         raise UsageError(f"{cfg.arch} needs crops of at least {info.min_input_size} px")
@@ -513,6 +516,7 @@ def _prepare(
         max_views=cfg.val_views if family == "patch" else 5,
         d4=False,
         region=cfg.region,
+        probe=cfg.probe,
     )
     dataset, val_store = _stores(cfg, data, decoded, val_spec, emit)
     sampler = BalancedSampler(
@@ -618,6 +622,7 @@ def _stores(
         manipulate_p=cfg.manipulate_p if cfg.manipulate else 0.0,
         d4=cfg.d4,
         region=cfg.region,
+        probe=cfg.probe,
     )
     dataset = TrainPatches(train_store, data.train_y, recipe, int(cfg.patches_per_image), cfg.seed)
     return dataset, val_store
@@ -633,10 +638,11 @@ def _restore(run: _Run) -> None:
         state["classes"] != run.data.classes
         or state["config"]["arch"] != cfg.arch
         or (state["config"]["patch"] != cfg.patch)
+        or state["config"].get("probe") != cfg.probe
     ):
         raise UsageError(
-            "the checkpoint was made with another architecture, patch size or class list; "
-            "train afresh instead of resuming"
+            "the checkpoint was made with another architecture, patch size, probe or class "
+            "list; train afresh instead of resuming"
         )
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
@@ -891,6 +897,7 @@ def _card_recipe(run: _Run) -> dict[str, Any]:
             "max_views": 64 if family == "patch" else 5,
             "d4": family != "patch",
             "region": cfg.region,
+            "probe": cfg.probe,
         },
         "optimizer": "Adam",
         "scheduler": "ReduceLROnPlateau(val_loss)",

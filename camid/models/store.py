@@ -161,6 +161,14 @@ def _views_problem(recipe: dict) -> str | None:
 
         if views["region"] not in REGIONS:
             return f"model card 'recipe.views.region' is not one of {', '.join(REGIONS)}"
+    if views.get("probe") is not None:
+        from camid.data.augment import PIXEL_PROBES
+
+        if views["probe"] not in PIXEL_PROBES:
+            return (
+                "model card 'recipe.views.probe' is not a pixel probe of this camid "
+                f"({', '.join(PIXEL_PROBES)})"
+            )
     return None
 
 

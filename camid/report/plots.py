@@ -1,4 +1,5 @@
-"""PNG figures of the engine: training curves and confusion matrices (matplotlib, Agg)."""
+"""PNG figures: training curves, confusion matrices, probe accuracies and adversarial
+perturbations (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -130,3 +131,60 @@ def _save(fig, path: Path, title: str, rect: tuple[float, ...] | None = None) ->
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return path
+
+
+def adversarial_figure(
+    pixels: np.ndarray, perturbed: np.ndarray, path: Path, epsilon: int, title: str = ""
+) -> Path:
+    """Seed 000 Fig. 5: the image, its perturbation amplified (+-epsilon levels mapped to the
+    full range, mid-grey = no change) and the perturbed image, side by side, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    delta = perturbed.astype(np.float64) - pixels.astype(np.float64)
+    amplified = np.clip(0.5 + delta / (2.0 * max(1, epsilon)), 0.0, 1.0)
+    h, w = pixels.shape[:2]
+    fig, axes = plt.subplots(1, 3, figsize=(3 * min(4.0, 2.0 + w / 160), 2.0 + h / 160))
+    panels = [
+        (pixels, "image"),
+        (amplified, f"perturbation x{255 / (2 * max(1, epsilon)):.0f} (+-{epsilon}/255)"),
+        (perturbed, "perturbed image"),
+    ]
+    for ax, (img, label) in zip(axes, panels, strict=True):
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    return _save(fig, path, title)
+
+
+def probe_bars(rows: Sequence[dict], path: Path, chance: float = 0.0, title: str = "") -> Path:
+    """Test accuracy per probe (bars), the baseline (dashed) and chance (dotted), as a PNG;
+    `rows` carry probe, accuracy and baseline_accuracy (ProbeReport.rows())."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [str(r["probe"]) for r in rows]
+    accs = [r.get("accuracy") if r.get("accuracy") is not None else 0.0 for r in rows]
+    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2.5, 3.6))
+    colours = ["#4c72b0" if n == "baseline" else "#dd8452" for n in names]
+    bars = ax.bar(range(len(rows)), accs, color=colours)
+    for b, r in zip(bars, rows, strict=True):
+        acc = r.get("accuracy")
+        label = "-" if acc is None else f"{acc:.2f}"
+        ax.text(b.get_x() + b.get_width() / 2, b.get_height() + 0.01, label, ha="center",
+                va="bottom", fontsize=8)  # fmt: skip
+    base = next((r.get("baseline_accuracy") for r in rows if r.get("baseline_accuracy")), None)
+    if base is not None:
+        ax.axhline(base, ls="--", color="#4c72b0", lw=1, label=f"baseline {base:.2f}")
+    if chance:
+        ax.axhline(chance, ls=":", color="grey", lw=1, label=f"chance {chance:.2f}")
+    ax.set_xticks(range(len(rows)), names)
+    ax.set_ylabel("test accuracy (adversarial: after attack)")
+    ax.set_ylim(0, 1.1)
+    if base is not None or chance:
+        ax.legend(fontsize=8, loc="upper right")
+    return _save(fig, path, title)
