@@ -87,8 +87,14 @@ def run_demo(
         fp = fp_dir / f"{dev}.fp.safetensors"
         shown = f"prnu fingerprint {cams_dir}/flat/{dev}_flat_*.jpg -o {fp} --device-name {dev}"
         _run(out, ["prnu", "fingerprint", *files, "-o", str(fp), "--device-name", dev,
-                   "--device", device, "--json", "-q"], capture=True, shown=shown)  # fmt: skip
+                   "--device", device, "--json", "-qq"], capture=True, shown=shown)  # fmt: skip
         fp_args += ["-F", str(fp)]
+    n_flats = min((sum(s.device == d for s in flats) for d in devices), default=0)
+    if n_flats < 10:
+        out.warn(
+            f"each fingerprint is made from {n_flats} flat frames (the synthetic default); "
+            "real fingerprints from 20+ flat frames are far stronger"
+        )
     text = _run(out, ["prnu", "matrix", *fp_args, "--manifest", str(cams_dir / "cameras.csv"),
                       "--summary", "--json", "--device", device], capture=True)  # fmt: skip
     prnu = json.loads(text)[0]
