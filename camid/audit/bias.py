@@ -21,9 +21,8 @@ import numpy as np
 from camid import __version__
 from camid.audit.association import AssociationReport, associate
 from camid.data.dataset import load_dataset
-from camid.data.manifest import Sample, read_manifest, write_manifest
+from camid.data.manifest import Sample, write_manifest
 from camid.errors import UsageError
-from camid.io.exif import quick_camera
 
 SCHEMA_VERSION = 1
 STATUSES = ("PASS", "INFO", "WARN", "FAIL")
@@ -193,35 +192,23 @@ def load_with_cameras(
 ) -> tuple[list[Sample], CameraSource, list[str]]:
     """Load a dataset and give every image a camera, in this order: the manifest's camera
     column, the folder level `camera_level`, EXIF Make+Model, else pseudo-cameras."""
-    src = Path(source)
-    notes: list[str] = []
-    if src.is_file() and src.suffix.lower() == ".csv":
-        samples = read_manifest(src)
-        n_col = sum(s.camera is not None for s in samples)
-        missing = [s for s in samples if s.camera is None]
-        if n_col == len(samples):
-            kind, desc = "manifest", "the manifest's camera column"
-        else:
-            for k, s in enumerate(missing, start=1):
-                s.camera = quick_camera(s.path)
-                if progress is not None and (k % 100 == 0 or k == len(missing)):
-                    progress("EXIF cameras", k, len(missing))
-            n_exif = sum(s.camera is not None for s in missing)
-            kind = "manifest" if n_col else "exif"
-            desc = (
-                f"the manifest's camera column ({n_col} rows) and EXIF Make+Model ({n_exif})"
-                if n_col
-                else "EXIF Make+Model of each file"
-            )
-        notes.append(f"read {len(samples)} rows from manifest {src.name}")
+    ds = load_dataset(
+        source,
+        label_level=options.label_level,
+        camera_level=options.camera_level,
+        progress=progress,
+    )
+    samples, notes = ds.samples, list(ds.notes)
+    n_col, n_exif = ds.camera_from.get("column", 0), ds.camera_from.get("exif", 0)
+    if ds.source == "manifest" and n_col == len(samples):
+        kind, desc = "manifest", "the manifest's camera column"
+    elif ds.source == "manifest" and n_col:
+        kind = "manifest"
+        desc = f"the manifest's camera column ({n_col} rows) and EXIF Make+Model ({n_exif})"
+    elif options.camera_level is not None and ds.source == "folder":
+        kind, desc = "folder_level", f"folder level {options.camera_level}"
     else:
-        ds = load_dataset(src, label_level=options.label_level, camera_level=options.camera_level)
-        samples = ds.samples
-        notes.extend(ds.notes)
-        if options.camera_level is not None:
-            kind, desc = "folder_level", f"folder level {options.camera_level}"
-        else:
-            kind, desc = "exif", "EXIF Make+Model of each file"
+        kind, desc = "exif", "EXIF Make+Model of each file"
     known = sum(s.camera is not None for s in samples)
     if samples and known >= 0.5 * len(samples):
         return samples, CameraSource(kind, desc, known, len(samples) - known), notes
@@ -236,17 +223,7 @@ def load_with_cameras(
 def _pseudo_cameras(
     samples: list[Sample], seed: int, progress: Progress | None = None
 ) -> tuple[list[Sample], CameraSource]:
-    try:
-        from camid.audit.pseudo import infer_cameras
-    except ImportError:
-        return samples, CameraSource(
-            "none",
-            "no camera column, folder level or EXIF, and pseudo-camera inference is "
-            "not available in this build",
-            0,
-            len(samples),
-            weak=True,
-        )
+    from camid.audit.pseudo import infer_cameras
 
     def wrap(items, total, description):  # the pseudo module's (iterable, total, text) form
         for k, item in enumerate(items, start=1):

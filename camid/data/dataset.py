@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,8 @@ class Dataset:
     samples: list[Sample]
     source: str
     notes: list[str] = field(default_factory=list)
+    camera_from: dict[str, int] = field(default_factory=dict)
+    """How many samples got their camera from each source: column, folder, exif."""
 
     @property
     def labels(self) -> list[str]:
@@ -60,6 +63,7 @@ def load_dataset(
     label_level: int = 0,
     camera_level: int | None = None,
     extensions: frozenset[str] = IMAGE_EXTENSIONS,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Dataset:
     """Load a dataset from a manifest CSV or a folder tree.
 
@@ -74,11 +78,17 @@ def load_dataset(
         samples = read_manifest(src)
         notes = [f"read {len(samples)} rows from manifest {src.name}"]
         no_cam = [s for s in samples if s.camera is None]
+        for k, s in enumerate(no_cam, start=1):
+            s.camera = quick_camera(s.path)
+            if progress is not None and (k % 100 == 0 or k == len(no_cam)):
+                progress("EXIF cameras", k, len(no_cam))
         if no_cam:
-            for s in no_cam:
-                s.camera = quick_camera(s.path) if s.path.exists() else None
             notes.append(f"{len(no_cam)} rows had no camera column value: EXIF Make+Model used")
-        return Dataset(root=src.parent, samples=samples, source="manifest", notes=notes)
+        counts = {
+            "column": len(samples) - len(no_cam),
+            "exif": sum(s.camera is not None for s in no_cam),
+        }
+        return Dataset(src.parent, samples, "manifest", notes, counts)
     if not src.is_dir():
         raise InputError(src, "no such folder or manifest")
     paths, errors = expand_inputs([src], recursive=True, extensions=extensions)
@@ -96,6 +106,8 @@ def load_dataset(
         else:
             camera = quick_camera(p)
         samples.append(Sample(path=p, label=label, camera=camera))
+    known = sum(s.camera is not None for s in samples)
+    counts = {"folder" if camera_level is not None else "exif": known}
     notes = [f"found {len(samples)} images under {src}"]
     notes.append(
         f"label = folder level {label_level} below the root"
@@ -107,7 +119,7 @@ def load_dataset(
             notes.append(f"{depth_short} files sit too shallow for the camera level")
     else:
         notes.append("camera = EXIF Make + Model of each file")
-    return Dataset(root=src, samples=samples, source="folder", notes=notes)
+    return Dataset(src, samples, "folder", notes, counts)
 
 
 def summarize(ds: Dataset) -> dict:
