@@ -200,8 +200,10 @@ def register(app: typer.Typer) -> None:
                 mismatches += 1
                 out.warn(f"{res.path}: {res.exif_note}")
             out.record(rec)
-        columns = TABLE_COLUMNS + (["traces"] if ident.predictor.heads else [])
-        columns += ["prnu"] if fingerprint else []
+        columns = list(TABLE_COLUMNS)
+        if fingerprint:  # with PRNU evidence, who decided and the best match come first
+            columns[3:3] = ["decided_by", "prnu"]
+        columns += ["traces"] if ident.predictor.heads else []
         out.finish(
             columns=None if out.machine else columns,
             title=f"camera identification by {ident.card.name}: {unknown_below}",
