@@ -155,7 +155,7 @@ def split_budget(budget_minutes: float, trainings: int = N_TRAININGS) -> float:
 
 
 def _bias_rows(
-    manifests: dict[str, Path], seconds: float, device: str, seed: int, emit: Progress
+    manifests: dict[str, Path], seconds: float, arch: str, device: str, seed: int, emit: Progress
 ) -> tuple[list[Row], list[str]]:
     """Table II: the label model's test accuracy per setting (bias-check stage 1)."""
     from camid.audit.bias import BiasOptions, run_bias_check
@@ -165,7 +165,7 @@ def _bias_rows(
     balanced_high = False  # Disjoint at chance means something only beside a high Balanced
     for setting, csv in manifests.items():
         emit({"event": "step", "step": f"Table II {setting}"})
-        opts = BiasOptions(time_budget=seconds, device=device, seed=seed, probe=False)
+        opts = BiasOptions(time_budget=seconds, arch=arch, device=device, seed=seed, probe=False)
         try:
             rep = run_bias_check(csv, opts, events=emit)
         except UsageError as exc:
@@ -387,7 +387,7 @@ def run_reproduce(
     else:
         bias_sources = {"balanced": Path(dataset)}
         camera_source = Path(dataset)
-    rows, notes = _bias_rows(bias_sources, seconds, device, seed, emit)
+    rows, notes = _bias_rows(bias_sources, seconds, arch, device, seed, emit)
     if dataset is not None:
         for r in rows:  # the user's data has one setting: compare with Balanced
             r.experiment = "label classification on the dataset"
