@@ -49,6 +49,7 @@ from camid.cli import (  # noqa: E402 - the root app must exist before commands 
     models,
     prnu,
     probe,
+    reproduce,
     synth,
     train,
 )
@@ -57,6 +58,6 @@ from camid.cli import (  # noqa: E402 - the root app must exist before commands 
 # top-level command(s) or its command group.
 for _module in (
     demo, info, exif, identify, train, evaluate, bias_check, heatmap, lr_check, probe,
-    dataset, models, synth, prnu,
+    reproduce, dataset, models, synth, prnu,
 ):  # fmt: skip
     _module.register(app)
