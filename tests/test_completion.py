@@ -14,8 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Runs the CLI like the console script does and reports whether torch got imported; the
-# completion callbacks end with SystemExit, so it is caught here to print the probe line.
+# Runs the CLI like the console script does and reports whether torch got imported. A TAB
+# press (the _CAMID_COMPLETE protocol) ends inside click with sys.exit, so catch it here.
 _PROBE = """
 import sys
 from camid.cli import main
@@ -51,6 +51,14 @@ def test_show_completion_prints_the_named_shells_script(shell, marker):
     assert marker in proc.stdout
     assert "_CAMID_COMPLETE" in proc.stdout  # the script calls camid back with this variable
     assert "TORCH_ABSENT" in proc.stderr
+
+
+def test_show_completion_returns_from_main_in_process(capsys):
+    """main() never raises: typer's sys.exit in the callback becomes a returned 0."""
+    from camid.cli import main
+
+    assert main(["--show-completion", "fish"]) == 0
+    assert "complete --command camid" in capsys.readouterr().out
 
 
 def test_show_completion_refuses_an_unknown_shell_as_a_usage_error():

@@ -46,14 +46,20 @@ typer.completion.completion_init()
 
 def _show_completion(ctx: typer.Context, param: typer.CallbackParam, value: Shell | None) -> None:
     if value is not None and not ctx.resilient_parsing:
-        typer.completion.show_callback(ctx, param, value.value)  # prints and exits 0
+        try:
+            typer.completion.show_callback(ctx, param, value.value)  # prints the script
+        except SystemExit as exc:  # typer's callbacks end with sys.exit; main() returns codes
+            raise typer.Exit(exc.code or 0) from None
 
 
 def _install_completion(
     ctx: typer.Context, param: typer.CallbackParam, value: Shell | None
 ) -> None:
     if value is not None and not ctx.resilient_parsing:
-        typer.completion.install_callback(ctx, param, value.value)  # writes and exits 0
+        try:
+            typer.completion.install_callback(ctx, param, value.value)  # writes rc files
+        except SystemExit as exc:
+            raise typer.Exit(exc.code or 0) from None
 
 
 @app.callback()
