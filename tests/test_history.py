@@ -53,6 +53,7 @@ def test_camera_original_is_as_the_camera_wrote_it(camera_jpeg: Path) -> None:
     h = analyse(camera_jpeg)
     assert h.resaved.detected is False and h.resampled.detected is False
     assert h.cropped.detected is False and h.cropped.detail["grid_offset"] == [0, 0]
+    assert "not looked for" in h.cropped.reason  # a JPEG file: its last save sets the grid
     assert not h.manipulated
     assert h.summary().startswith("as the camera wrote it")
     assert h.short() == "as shot"
@@ -116,7 +117,8 @@ def test_too_small_images_cannot_be_told(tmp_path: Path) -> None:
     Image.fromarray(px).save(buf, format="JPEG", quality=80)
     h = analyse_history(px, buf.getvalue(), "JPEG")
     assert h.resaved.detected is None and h.resampled.detected is None
-    assert h.cropped.detected is None
+    assert "too small" in h.resaved.reason and "too small" in h.resampled.reason
+    assert analyse_history(px).cropped.detected is None  # decoded pixels, no file
 
 
 def test_records_are_json_ready() -> None:

@@ -8,13 +8,16 @@ file's own quantisation table), with plain numpy — no network and no torch:
   different step q1, its coefficients were first rounded to multiples of q1 and then to
   multiples of q2: the histogram of the last quantisation indices is then modulated with a
   pattern fixed by (q1, q2) — the "double quantisation" effect (Lukáš & Fridrich; Popescu &
-  Farid). For each low frequency camid fits, by likelihood, a smooth (Laplacian) coefficient
-  density quantised once with q2 against the same density quantised first with each
-  candidate q1 (1..64) and then with q2, with a little rounding noise between the two. The
-  sum over frequencies of the best log-likelihood gain per block is the statistic; the
-  first quality is the IJG (libjpeg) quality whose scaled standard table explains the
+  Farid). For each of the 20 lowest AC frequencies camid fits, by likelihood, a smooth
+  coefficient density (a generalised Gaussian whose shape is chosen on the histogram)
+  quantised once with q2, against the same density quantised first with each candidate q1
+  (1..64), then with q2, with rounding noise (std 0.3) between the two. The statistic is
+  the sum over frequencies of the best log-likelihood gain per 8x8 block; the first
+  quality is the IJG (libjpeg) quality whose scaled standard table explains the
   frequencies best. A first step that divides the last (q2 = 2 q1, or equal) leaves no
-  trace at that frequency: a re-save at the camera's own table cannot be seen.
+  trace at that frequency: a re-save at the same table cannot be seen, and a first step
+  of 1 (quality ~98+) leaves none at all. The first compression must be aligned with the
+  last (no crop off the grid in between): a non-aligned double JPEG is not detected.
 - **Resampled.** Interpolation makes the local second difference of the pixels vary
   periodically with the position of each new pixel between the old ones. The profile of
   mean |second difference| along rows and columns is Fourier-transformed; a peak at a
@@ -24,9 +27,9 @@ file's own quantisation table), with plain numpy — no network and no torch:
   every new pixel sits at the same place between the old ones.
 - **Cropped off the grid.** For pixels that were JPEG-coded but are not stored as that JPEG
   (a PNG of a JPEG, a decoded copy), `detect_jpeg_grid` finds the 8x8 lattice; an offset
-  other than (0, 0) means rows or columns were cut off the top or left. For a JPEG file the
-  last save re-aligns the grid, so the first save's blocks are looked for in the pixels'
-  blockiness: a second 8-periodic step pattern at another phase.
+  other than (0, 0) means rows or columns were cut off the top or left. A JPEG file's last
+  save re-aligns the grid to (0, 0); a crop made before it is not looked for (the first
+  save's blocks under a re-save were not found reliably on the synthetic cameras).
 
 Everything runs on a central region of at most `REGION` x `REGION` pixels.
 """
@@ -53,7 +56,7 @@ DQ_FREQS = (1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33,
 DQ_MAX_Q1 = 64
 DQ_NOISE = 0.3
 """Std (DCT units) of the rounding noise between the first decode and the second encode."""
-DQ_THRESHOLD = 0.02
+DQ_THRESHOLD = 0.04
 """Re-saved when the summed best log-likelihood gain per block exceeds this."""
 DQ_MIN_BLOCKS = 256
 """Fewer 8x8 blocks than this (a 128x128 region) and a double JPEG cannot be told."""
@@ -68,9 +71,6 @@ RESAMPLE_JPEG_GAP = 0.008
 """Half-width (cycles/pixel) of the band left out around each JPEG peak k/8."""
 JPEG_LATTICE_MIN = 0.2
 """Pixels not stored as JPEG whose lattice strength reaches this still carry JPEG blocks."""
-BLOCKY_THRESHOLD = 4.0
-"""A second block grid (JPEG files) when its phase's blockiness stands this many robust
-deviations above the other phases'."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,9 @@ class History:
         return any(f.detected for f in self.findings)
 
     def summary(self) -> str:
-        """One short phrase, e.g. "re-saved (first quality ~75) and resized (x~1.5)"."""
+        """One phrase: "re-saved (first quality ~75) and resized (x~1.5)", or "as the camera
+        wrote it (no re-save, resampling or off-grid crop found)"; findings that could not
+        be tested are named ("... found; cannot tell: resaved")."""
         parts = []
         if self.resaved.detected:
             q = self.resaved.estimate
@@ -133,18 +135,17 @@ class History:
             off = self.cropped.detail.get("grid_offset")
             parts.append(f"cropped off the 8x8 grid (offset {tuple(off)})" if off else "cropped")
         if parts:
-            return " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
-        unknown = [f.name for f in self.findings if f.detected is None]
-        if unknown:
-            return (
-                "no re-save, resampling or off-grid crop found ("
-                + ", ".join(unknown)
-                + ": cannot tell)"
+            return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+        untested = [f.name for f in self.findings if f.detected is None]
+        if untested:
+            return "no re-save, resampling or off-grid crop found; cannot tell: " + ", ".join(
+                untested
             )
         return "as the camera wrote it (no re-save, resampling or off-grid crop found)"
 
     def short(self) -> str:
-        """A table cell: "as shot", "re-saved ~Q75, x1.5, off-grid (3,5)", "?" parts."""
+        """A table cell: "re-saved ~Q75, resized x1.5, off-grid (5,3)", "as shot" (all three
+        tested, none found) or "none found" (some could not be tested)."""
         parts = []
         if self.resaved.detected:
             q = self.resaved.estimate
@@ -157,7 +158,7 @@ class History:
             parts.append(f"off-grid ({off[0]},{off[1]})" if off else "off-grid")
         if parts:
             return ", ".join(parts)
-        return "no traces found" if any(f.detected is None for f in self.findings) else "as shot"
+        return "none found" if any(f.detected is None for f in self.findings) else "as shot"
 
     def to_record(self) -> dict:
         """JSON-ready {"manipulated", "resaved", "resampled", "cropped"}."""
@@ -180,10 +181,14 @@ def analyse_history(
     if data is not None and codec == "JPEG":
         tables = parse_jpeg_qtables(data)
         table = tables.get(0)
+    grid = None
+    if codec != "JPEG" and min(luma.shape) >= 64:
+        grid = jpeg_grid(pixels, luma)
+    blocks = codec == "JPEG" or (grid is not None and grid[1] >= JPEG_LATTICE_MIN)
     return History(
         resaved=_resaved(luma, table, codec),
-        resampled=_resampled(luma, codec),
-        cropped=_cropped(pixels, luma, codec),
+        resampled=_resampled(luma, blocks),
+        cropped=_cropped(grid, codec == "JPEG", min(luma.shape)),
     )
 
 
@@ -343,14 +348,13 @@ def residue_spectrum(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.fft.rfftfreq(n - 2), spec / np.maximum(base, 1e-12)
 
 
-def _resampled(luma: np.ndarray, codec: str | None) -> Finding:
+def _resampled(luma: np.ndarray, blocks: bool) -> Finding:
     name = "resampled"
     if min(luma.shape) < RESAMPLE_MIN_SIDE:
         return Finding(name, None, None, None, "cannot tell: image too small")
     freqs, ratio = residue_spectrum(luma)
     cand = freqs >= RESAMPLE_MIN_FREQ
-    jpeg_grid = codec == "JPEG" or _lattice(luma) >= JPEG_LATTICE_MIN
-    if jpeg_grid:  # the 8x8 blocks of the (last) JPEG coding peak at k/8 cycles/pixel
+    if blocks:  # the 8x8 blocks of a JPEG coding peak at k/8 cycles/pixel
         for k in range(1, 5):
             cand &= np.abs(freqs - k / 8) > RESAMPLE_JPEG_GAP
     i = int(np.argmax(np.where(cand, ratio, -np.inf)))
@@ -369,74 +373,36 @@ def _resampled(luma: np.ndarray, codec: str | None) -> Finding:
     return Finding(name, True, score, up, reason, detail)
 
 
-def _lattice(luma: np.ndarray) -> float:
-    """JPEG lattice strength of a central 256x256 crop on the (0, 0) grid (0..1)."""
-    from camid.models.traces import lattice_strength
-
-    h, w = luma.shape
-    y0, x0 = max(0, (h - 256) // 2) // 8 * 8, max(0, (w - 256) // 2) // 8 * 8
-    return lattice_strength(luma[y0 : y0 + 256, x0 : x0 + 256])
-
-
 # -- cropped off the grid ---------------------------------------------------------------
 
 
-def blockiness_phases(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean |first difference| across each column (and row) boundary phase 0..7, minus the
-    median over phases: a JPEG grid shows as a step at the phase where its blocks meet."""
-    d_x = np.abs(np.diff(luma, axis=1))  # d_x[:, j]: between columns j and j+1
-    d_y = np.abs(np.diff(luma, axis=0))
-    bx = np.array([d_x[:, (p - 1) % 8 :: 8].mean() for p in range(8)])  # boundary before col p
-    by = np.array([d_y[(p - 1) % 8 :: 8, :].mean() for p in range(8)])
-    return bx - np.median(bx), by - np.median(by)
+def jpeg_grid(pixels: np.ndarray, luma: np.ndarray) -> tuple[tuple[int, int], float]:
+    """Where the 8x8 grid of an earlier JPEG coding starts in pixels not stored as that
+    JPEG (`detect_jpeg_grid`), and its lattice strength there (0..1; < GRID_MIN: none)."""
+    from camid.models.traces import detect_jpeg_grid, lattice_strength
+
+    dy, dx = detect_jpeg_grid(pixels)
+    return (dy, dx), lattice_strength(luma[dy : dy + 256, dx : dx + 256])
 
 
-def _cropped(pixels: np.ndarray, luma: np.ndarray, codec: str | None) -> Finding:
+def _cropped(grid: tuple[tuple[int, int], float] | None, jpeg_file: bool, side: int) -> Finding:
     name = "cropped"
-    if min(luma.shape) < 64:
+    if jpeg_file:  # its own last save starts the grid at (0, 0)
+        reason = (
+            "the file's own JPEG grid starts at (0, 0); a crop made before its last save "
+            "is not looked for"
+        )
+        return Finding(name, False, None, None, reason, {"grid_offset": [0, 0]})
+    if grid is None or side < 64:
         return Finding(name, None, None, None, "cannot tell: image too small")
-    if codec != "JPEG":
-        from camid.models.traces import GRID_MIN, detect_jpeg_grid, lattice_strength
-
-        dy, dx = detect_jpeg_grid(pixels)
-        s = lattice_strength(luma[dy:, dx:])
-        if (dy, dx) != (0, 0):
-            return Finding(
-                name,
-                True,
-                s,
-                None,
-                f"the JPEG 8x8 grid starts at offset ({dy}, {dx}): cut off the top/left",
-                {"grid_offset": [dy, dx]},
-            )
-        if s < GRID_MIN:
-            return Finding(name, None, s, None, "cannot tell: the pixels show no JPEG grid", {})
-        return Finding(
-            name, False, s, None, "the JPEG grid starts at (0, 0)", {"grid_offset": [0, 0]}
-        )
-    bx, by = blockiness_phases(luma)
-    # the last save's grid is at phase 0; look for another phase standing out
-    rest_x, rest_y = bx[1:], by[1:]
-    sx = np.median(np.abs(bx)) * 1.4826 + 1e-6
-    sy = np.median(np.abs(by)) * 1.4826 + 1e-6
-    px, py = int(np.argmax(rest_x)) + 1, int(np.argmax(rest_y)) + 1
-    zx, zy = float(rest_x[px - 1] / sx), float(rest_y[py - 1] / sy)
-    score = max(zx, zy)
-    off_y = py if zy > BLOCKY_THRESHOLD else 0
-    off_x = px if zx > BLOCKY_THRESHOLD else 0
-    if off_x or off_y:
-        return Finding(
-            name,
-            True,
-            score,
-            None,
-            f"a first JPEG grid at offset ({off_y}, {off_x}) under the file's own: "
-            "cropped off the grid, then re-saved",
-            {"grid_offset": [off_y, off_x]},
-        )
-    return Finding(
-        name, False, score, None, "no second JPEG grid off the file's own", {"grid_offset": [0, 0]}
-    )
+    (dy, dx), strength = grid
+    if strength < JPEG_LATTICE_MIN:
+        return Finding(name, None, strength, None, "cannot tell: the pixels show no JPEG grid")
+    if (dy, dx) != (0, 0):
+        reason = f"the JPEG 8x8 grid starts at offset ({dy}, {dx}): cut off the top/left"
+        return Finding(name, True, strength, None, reason, {"grid_offset": [dy, dx]})
+    reason = "the JPEG grid of the pixels starts at (0, 0)"
+    return Finding(name, False, strength, None, reason, {"grid_offset": [0, 0]})
 
 
 __all__ = ["Finding", "History", "analyse_history", "block_dct", "ijg_table"]
