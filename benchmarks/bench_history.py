@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--tune-seed", type=int, default=1)
     ap.add_argument("--report-seed", type=int, default=2)
     ap.add_argument(
-        "--alarm", type=float, default=0.0, help="false-alarm share allowed when tuning (0: max)"
+        "--alarm", type=float, default=0.02, help="false-alarm share allowed when tuning (0: max)"
     )
     ap.add_argument("--scores", help="also write every score to this JSON file")
     a = ap.parse_args()

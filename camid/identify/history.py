@@ -57,13 +57,16 @@ DQ_MAX_Q1 = 64
 DQ_NOISE = 0.3
 """Std (DCT units) of the rounding noise between the first decode and the second encode."""
 DQ_THRESHOLD = 0.04
-"""Re-saved when the summed best log-likelihood gain per block exceeds this."""
-DQ_MIN_BLOCKS = 256
-"""Fewer 8x8 blocks than this (a 128x128 region) and a double JPEG cannot be told."""
+"""Re-saved when the summed best log-likelihood gain per block exceeds this (picked on the
+tuning seed of benchmarks/bench_history.py: at most 2% of its camera originals above)."""
+DQ_MIN_BLOCKS = 1024
+"""Fewer 8x8 blocks than this (a 256x256 region) and a double JPEG cannot be told: the
+threshold was picked on 384x288 images (1728 blocks); on fewer blocks chance fits grow."""
 QUALITIES = tuple(range(50, 101))
-RESAMPLE_THRESHOLD = 8.0
+RESAMPLE_THRESHOLD = 4.0
 """Resampled when the strongest peak of the residue spectrum outside JPEG's k/8 stands this
-many times above the running median of the spectrum around it."""
+many times above the running median of the spectrum around it (above every negative of the
+tuning seed in benchmarks/bench_history.py, whose highest was 3.3)."""
 RESAMPLE_MIN_SIDE = 64
 RESAMPLE_MIN_FREQ = 0.04
 """Lower frequencies (periods over 25 pixels) belong to the scene, not to interpolation."""
@@ -292,7 +295,13 @@ def _resaved(luma: np.ndarray, table: np.ndarray | None, codec: str | None) -> F
         return Finding(name, None, None, None, f"cannot tell: {what}")
     coef = block_dct(luma)
     if coef.shape[0] < DQ_MIN_BLOCKS:
-        return Finding(name, None, None, None, "cannot tell: image too small (< 128x128)")
+        return Finding(
+            name,
+            None,
+            None,
+            None,
+            "cannot tell: image too small (fewer than 1024 8x8 blocks, 256x256)",
+        )
     q2 = np.asarray(table, dtype=np.int64).ravel()
     gains = np.stack([dq_gains(coef[:, f], int(q2[f])) for f in DQ_FREQS])  # (F, 64)
     best = gains.max(axis=1)
