@@ -1,7 +1,8 @@
 """What happened to a photo after the camera: re-saved, resampled, cropped off the JPEG grid.
 
 Three forensic findings, each computed from the decoded pixels (and, for JPEG files, the
-file's own quantisation table), with plain numpy — no network and no torch:
+file's own quantisation table), with NumPy/SciPy and no network (the grid search reuses
+`camid.models.traces.detect_jpeg_grid`, imported only for pixels not stored as JPEG):
 
 - **Re-saved (double JPEG).** The luma of a JPEG decodes to block-DCT coefficients that sit on
   multiples of the file's last table step q2. If the photo had been JPEG-coded before with a
