@@ -24,7 +24,8 @@ from camid.errors import EXIT_FINDING, InputError
 from camid.report.output import Format
 
 TABLE_COLUMNS = [
-    "path", "camera", "probability", "exif_check", "reason", "exif_camera", "agreement",
+    "path", "camera", "probability", "exif_check", "reason", "history", "exif_camera",
+    "agreement",
 ]  # fmt: skip
 """What the table shows, most useful first (camera says 'unknown' when the decision is;
 a narrow terminal leaves out the last columns; JSON and CSV carry every field)."""
@@ -188,6 +189,8 @@ def register(app: typer.Typer) -> None:
                 rec["top"] = ", ".join(f"{t['camera']} {t['probability']:.2f}" for t in res.top)
                 if res.prnu:
                     rec["prnu"] = f"{res.prnu['best_fingerprint']}: PCE {res.prnu['pce']:.1f}"
+                if res.history is not None:  # the table's short form; JSON keeps it all
+                    rec["history"] = res.history.short()
                 heads = [e for e in res.evidence if e.kind == "head"]
                 if heads:
                     rec["traces"] = "; ".join(

@@ -15,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from camid.identify.history import History
 
 KINDS = ("cnn", "head", "prnu", "exif")
 """cnn: the network's calibrated decision over all views. head: one evidence head of the
@@ -68,6 +71,9 @@ class Photo:
     format: str | None = None
     codec: str | None = None
     """The lossy coding the analysed pixels carry ("JPEG", "HEVC"; None: lossless/raw)."""
+    history: History | None = None
+    """What happened to the photo after the camera (re-saved, resampled, cropped off the
+    JPEG grid), when the identifier analysed it (`camid.identify.history`)."""
 
 
 class EvidenceProvider(Protocol):
