@@ -85,6 +85,24 @@ SearchShiftOpt = Annotated[
     ),
 ]
 
+SearchScaleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--search-scale",
+        help="The photo may have been resized: resample the fingerprint to the factor the "
+        "photo's size implies, or (other sizes: crops) to 1.0 and 0.5, 0.6, 2/3, 0.7, 0.75, "
+        "0.8, 0.9; the best PCE wins and the threshold is raised for the scales tested.",
+    ),
+]
+ScalesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scales",
+        help="Comma-separated resize factors for --search-scale instead of the default grid "
+        "(implies --search-scale), e.g. 0.5,0.8.",
+    ),
+]
+
 RESIDUAL_COLUMNS = ["path", "width", "height", "residual_std", "output", "sha256"]
 MATCH_COLUMNS = [
     "path", "fingerprint", "outcome", "pce", "p_value", "sha256", "rotation", "ncc",
@@ -134,6 +152,18 @@ def _rotations(value: str) -> str:
         choices = ", ".join(ROTATION_POLICIES)
         raise UsageError(f"--rotations must be one of {choices}, not {value!r}")
     return v
+
+
+def _search_scale(search_scale: bool, scales: str | None) -> bool | tuple[float, ...]:
+    """The library's search_scale setting from --search-scale / --scales."""
+    if scales is None:
+        return search_scale
+    from camid.prnu.match import check_scales
+
+    try:
+        return check_scales([float(v) for v in scales.split(",") if v.strip()])
+    except ValueError as exc:
+        raise UsageError(f"--scales: {exc}") from exc
 
 
 def _too_small(path: Path, exc: ValueError) -> InputError:
@@ -370,7 +400,9 @@ def _load_fingerprints(files: list[Path]):
     return fps
 
 
-def _fingerprint_set(fps, sigma, compat, device, threads, rotations, search_shift, threshold, out):
+def _fingerprint_set(
+    fps, sigma, compat, device, threads, rotations, search_shift, threshold, out, scale=False
+):
     """The library's FingerprintSet from CLI options (residual overrides noted on stderr)."""
     from camid.prnu.match import FingerprintSet, query_params
 
@@ -387,6 +419,7 @@ def _fingerprint_set(fps, sigma, compat, device, threads, rotations, search_shif
         rotations=rotations,
         search_shift=search_shift,
         threshold=threshold,
+        search_scale=scale,
     )
 
 
@@ -406,6 +439,8 @@ def match(
     threshold: ThresholdOpt = 60.0,
     rotations: RotationsOpt = "auto",
     search_shift: SearchShiftOpt = False,
+    search_scale: SearchScaleOpt = False,
+    scales: ScalesOpt = None,
     no_match_ok: Annotated[
         bool,
         typer.Option(
@@ -435,9 +470,10 @@ def match(
 
     out = output_from(fmt, json_, quiet)
     rotations = _rotations(rotations)
+    scale = _search_scale(search_scale, scales)
     fps = _load_fingerprints(list(fingerprints or []))
     scorer = _fingerprint_set(
-        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out
+        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out, scale
     )
     paths, failed = gather_inputs(out, inputs, recursive, ext)
     unmatched = inconclusive = 0
@@ -497,6 +533,8 @@ def matrix(
     ] = None,
     rotations: RotationsOpt = "auto",
     search_shift: SearchShiftOpt = False,
+    search_scale: SearchScaleOpt = False,
+    scales: ScalesOpt = None,
     sigma: SigmaOpt = None,
     compat: CompatOpt = False,
     device: DeviceOpt = "auto",
@@ -517,6 +555,7 @@ def matrix(
     rotations = _rotations(rotations)
     if not 0 < fpr < 1:
         raise UsageError("--fpr must be between 0 and 1")
+    scale = _search_scale(search_scale, scales)
     fps = _load_fingerprints(list(fingerprints or []))
     truth: dict[Path, str | None] = {}
     items = list(inputs or [])
@@ -532,7 +571,7 @@ def matrix(
     if not items:
         raise UsageError("give photos or a --manifest")
     scorer = _fingerprint_set(
-        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out
+        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out, scale
     )
     paths, failed = gather_inputs(out, items, recursive, ext)
     columns, photo_labels, records = [], [], []

@@ -13,7 +13,10 @@ Conventions (see docs/prnu.md):
   25 < PCE <= 60, ``no match`` otherwise (see `outcome_of` and docs/prnu.md).
 * NCC = Pearson correlation of W_q and I_q * K at the chosen alignment.
 * p-value = false-alarm probability 1 - (1 - Q(sqrt(PCE)))^n for n tested alignments
-  (shifts x orientations), Q the standard normal tail.
+  (shifts x orientations x scales), Q the standard normal tail.
+* Scale search (photos resized after the camera): the fingerprint is resampled to each
+  candidate size (`scale_candidates`), the best PCE is kept, and the match and inconclusive
+  thresholds are raised for the m scales tested (`corrected_threshold`, Bonferroni).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.special import log_ndtr
+from scipy.special import log_ndtr, ndtri_exp
 
 from camid.errors import InputError
 from camid.prnu.fingerprint import Fingerprint
@@ -55,6 +58,27 @@ def outcome_of(
     return "no match"
 EXCLUSION = 11
 ROTATION_POLICIES = ("auto", "all", "none")
+DEFAULT_SCALES: tuple[float, ...] = (0.5, 0.6, 2 / 3, 0.7, 0.75, 0.8, 0.9)
+"""Resize factors tried by the scale search for a photo whose size is not a resized copy of
+the fingerprint's (a crop, perhaps of a resized photo), besides 1.0: half size, the common
+web/messenger factors 0.6-0.9 and 2/3. A photo whose size is a resized copy of the
+fingerprint's is tested only at the factor its size implies."""
+SCALE_RANGE = (0.1, 4.0)
+"""Allowed resize factors (a factor outside this range is a usage error)."""
+RESIZED_CACHE = 16
+"""Resampled copies of one fingerprint kept between photos (one per target size)."""
+
+
+def scales_of(search_scale: bool | Sequence[float] | None) -> tuple[float, ...] | None:
+    """The resize factors a `search_scale` setting means: None (off) for False/None,
+    DEFAULT_SCALES for True, else the validated factors given."""
+    if search_scale is None or search_scale is False:
+        return None
+    if search_scale is True:
+        return DEFAULT_SCALES
+    return check_scales(search_scale)
+
+
 SURFACE_BUDGET = 256 << 20
 """Bytes of correlation surfaces computed at once in the batched path."""
 
@@ -93,6 +117,85 @@ def p_value_from_pce(pce: float, n_tests: int = 1) -> tuple[float, float]:
         fa = -math.expm1(n * math.log1p(-p1)) if p1 < 1.0 else 1.0
         log_fa = math.log(fa) if fa > 0 else -math.inf
     return math.exp(log_fa), log_fa / math.log(10.0)
+
+
+def corrected_threshold(threshold: float, n_tests: int) -> float:
+    """The PCE threshold with the same false-alarm probability over `n_tests` tests as
+    `threshold` has for one (Bonferroni on the Gaussian tail of sqrt(PCE)).
+
+    With Q the standard normal tail: t_n = (Q^-1(Q(sqrt(t)) / n))^2; t for n <= 1 (or t <= 0).
+    E.g. 60 -> 64.5 for 10 tests, 69.1 for 100.
+    """
+    n = int(n_tests)
+    if n <= 1 or threshold <= 0:
+        return float(threshold)
+    log_p = float(log_ndtr(-math.sqrt(threshold))) - math.log(n)
+    return float(ndtri_exp(log_p)) ** 2
+
+
+def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    """Validated resize factors (finite, within SCALE_RANGE); ValueError otherwise."""
+    out = []
+    for s in scales:
+        f = float(s)
+        if not math.isfinite(f) or not SCALE_RANGE[0] <= f <= SCALE_RANGE[1]:
+            lo, hi = SCALE_RANGE
+            raise ValueError(f"a resize factor must be between {lo:g} and {hi:g}, not {s!r}")
+        out.append(f)
+    if not out:
+        raise ValueError("give at least one resize factor")
+    return tuple(out)
+
+
+def implied_scales(
+    photo_shape: tuple[int, int], fp_shape: tuple[int, int]
+) -> list[tuple[float, tuple[int, int]]]:
+    """(factor, target size) when the photo's size is the fingerprint's resized by one factor.
+
+    Both orientations are tried (a photo stored rotated by 90 degrees); the target size is in
+    the fingerprint's orientation and equals the photo's size up to that rotation. The factors
+    of height and width must agree to within the rounding of a resize (1.5 pixels).
+    """
+    hk, wk = fp_shape
+    found: list[tuple[float, tuple[int, int]]] = []
+    for a, b in ((photo_shape[0], photo_shape[1]), (photo_shape[1], photo_shape[0])):
+        sh, sw = a / hk, b / wk
+        if abs(sh - sw) * max(hk, wk) <= 1.5 and (a, b) not in [t for _, t in found]:
+            f = (sh + sw) / 2
+            if SCALE_RANGE[0] <= f <= SCALE_RANGE[1]:
+                found.append((f, (a, b)))
+    return found
+
+
+def scale_candidates(
+    photo_shape: tuple[int, int], fp_shape: tuple[int, int], scales: Sequence[float]
+) -> list[tuple[float, tuple[int, int]]]:
+    """The (factor, fingerprint target size) pairs the scale search tests, distinct sizes.
+
+    A photo whose size is the fingerprint's resized (`implied_scales`) is tested at that
+    factor only; any other photo (a crop) at 1.0 and at each of `scales`.
+    """
+    implied = implied_scales(photo_shape, fp_shape)
+    if implied:
+        return implied
+    hk, wk = fp_shape
+    out: list[tuple[float, tuple[int, int]]] = []
+    for f in (1.0, *scales):
+        target = (max(1, round(f * hk)), max(1, round(f * wk)))
+        if target not in [t for _, t in out]:
+            out.append((float(f), target))
+    return out
+
+
+def resample(k: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A fingerprint (H, W) resampled to `size` (bilinear, antialiased when shrinking; pixel
+    centres mapped as PIL and OpenCV do)."""
+    if tuple(k.shape) == tuple(size):
+        return k
+    y = torch.nn.functional.interpolate(
+        k[None, None], size=size, mode="bilinear", align_corners=False, antialias=True
+    )
+    return y[0, 0]
 
 
 def _neighbourhood(n: int, centre: int, size: int, device: torch.device) -> torch.Tensor:
@@ -203,6 +306,11 @@ class MatchResult:
     threshold: float = DEFAULT_THRESHOLD
     extra: dict = field(default_factory=dict)
     inconclusive_above: float = INCONCLUSIVE_PCE
+    scale: float | None = None
+    """With a scale search: the resize factor of the best PCE (None: no search)."""
+    n_scales: int = 1
+    single_test_threshold: float | None = None
+    """With a scale search: the threshold before the correction for the scales tested."""
 
     @property
     def outcome(self) -> str:
@@ -211,7 +319,7 @@ class MatchResult:
 
     def to_record(self) -> dict:
         """Flat, JSON-ready fields (snake_case, numbers stay numbers)."""
-        return {
+        rec = {
             "fingerprint": self.fingerprint,
             "pce": round(self.pce, 3),
             "ncc": round(self.ncc, 6),
@@ -227,6 +335,11 @@ class MatchResult:
             "compared_size": f"{self.compared_size[1]}x{self.compared_size[0]}",
             "n_tests": self.n_tests,
         }
+        if self.scale is not None:  # only with a scale search: records are unchanged without
+            rec["scale"] = round(self.scale, 4)
+            rec["n_scales"] = self.n_scales
+            rec["single_test_threshold"] = self.single_test_threshold
+        return rec
 
 
 def _centre_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -334,6 +447,67 @@ def match_residual(
     )
 
 
+def match_residual_scaled(
+    residual: torch.Tensor,
+    grey: torch.Tensor,
+    k: torch.Tensor,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    *,
+    name: str = "fingerprint",
+    rotations: str = "auto",
+    search_shift: bool = False,
+    threshold: float = DEFAULT_THRESHOLD,
+    exclusion: int = EXCLUSION,
+    resized: dict | None = None,
+) -> MatchResult:
+    """`match_residual` over the resize factors of `scale_candidates`: the best PCE wins.
+
+    The fingerprint is resampled to each candidate size (`resample`; `resized`, a dict keyed
+    by size, caches them across calls). `n_tests` counts every alignment of every scale; the
+    match and inconclusive thresholds are corrected for the m scales (`corrected_threshold`).
+    """
+    k = k.to(device=residual.device, dtype=torch.float32)
+    cands = scale_candidates(tuple(residual.shape), tuple(k.shape), check_scales(scales))
+    best: tuple[float, MatchResult] | None = None
+    n_total = 0
+    for factor, size in cands:
+        if resized is not None and size in resized:
+            kr = resized[size]
+        else:
+            kr = resample(k, size)
+            if resized is not None:
+                resized[size] = kr
+        r = match_residual(
+            residual,
+            grey,
+            kr,
+            name=name,
+            rotations=rotations,
+            search_shift=search_shift,
+            threshold=threshold,
+            exclusion=exclusion,
+        )
+        n_total += r.n_tests
+        if best is None or r.pce > best[1].pce:
+            best = (factor, r)
+    assert best is not None
+    factor, r = best
+    m = len(cands)
+    r.scale = factor
+    r.n_scales = m
+    r.single_test_threshold = threshold
+    r.threshold = corrected_threshold(threshold, m)
+    r.inconclusive_above = corrected_threshold(INCONCLUSIVE_PCE, m)
+    r.decision = r.pce > r.threshold
+    r.n_tests = n_total
+    r.p_value, r.log10_p_value = p_value_from_pce(r.pce, n_total)
+    if factor != 1.0:
+        r.crop_note = f"fingerprint resampled x{factor:.4g}" + (
+            f"; {r.crop_note}" if r.crop_note else ""
+        )
+    return r
+
+
 class FingerprintBank:
     """Fingerprints held on a device, scored against one photo at a time.
 
@@ -350,9 +524,12 @@ class FingerprintBank:
         search_shift: bool = False,
         threshold: float = DEFAULT_THRESHOLD,
         exclusion: int = EXCLUSION,
+        search_scale: bool | Sequence[float] = False,
     ) -> None:
         if rotations not in ROTATION_POLICIES:
             raise ValueError(f"rotations must be one of {ROTATION_POLICIES}, got {rotations!r}")
+        self.scales = scales_of(search_scale)
+        self._resized: dict[int, dict] = {}
         self.fingerprints = list(fingerprints)
         self.device = torch.device(device)
         self.rotations = rotations
@@ -384,10 +561,21 @@ class FingerprintBank:
             self._spectra[shape] = torch.fft.rfft2(stack)
         return self._spectra[shape]
 
-    def score(self, residual: torch.Tensor, grey: torch.Tensor) -> list[MatchResult]:
-        """One MatchResult per fingerprint (in the bank's order) for a residual and its grey."""
+    def score(
+        self,
+        residual: torch.Tensor,
+        grey: torch.Tensor,
+        search_scale: bool | Sequence[float] | None = None,
+    ) -> list[MatchResult]:
+        """One MatchResult per fingerprint (in the bank's order) for a residual and its grey.
+
+        `search_scale` overrides the bank's scale search for this photo (None: the bank's).
+        """
         residual = residual.to(self.device, torch.float32)
         grey = grey.to(self.device, torch.float32)
+        scales = self.scales if search_scale is None else scales_of(search_scale)
+        if scales is not None:
+            return [self._score_scaled(residual, grey, idx, scales) for idx in range(len(self.ks))]
         shape = (int(residual.shape[0]), int(residual.shape[1]))
         results: list[MatchResult | None] = [None] * len(self.ks)
         if shape in self.groups and self.rotations != "all":
@@ -419,6 +607,25 @@ class FingerprintBank:
                     exclusion=self.exclusion,
                 )
         return [r for r in results if r is not None]
+
+    def _score_scaled(
+        self, residual: torch.Tensor, grey: torch.Tensor, idx: int, scales: Sequence[float]
+    ) -> MatchResult:
+        cache = self._resized.setdefault(idx, {})
+        if len(cache) > RESIZED_CACHE:  # many photo sizes: keep memory bounded
+            cache.clear()
+        return match_residual_scaled(
+            residual,
+            grey,
+            self.ks[idx],
+            scales,
+            name=self.fingerprints[idx].label,
+            rotations=self.rotations,
+            search_shift=self.search_shift,
+            threshold=self.threshold,
+            exclusion=self.exclusion,
+            resized=cache,
+        )
 
     def _batched_zero_shift(
         self, residual: torch.Tensor, grey: torch.Tensor, shape: tuple[int, int]
@@ -486,8 +693,10 @@ class FingerprintSet:
         rotations: str = "auto",
         search_shift: bool = False,
         threshold: float = DEFAULT_THRESHOLD,
+        search_scale: bool | Sequence[float] = False,
     ) -> None:
         self.fingerprints = list(fingerprints)
+        self.search_scale = scales_of(search_scale)
         if not self.fingerprints:
             raise ValueError("a fingerprint set needs at least one fingerprint")
         chosen = list(params) if params is not None else [fp.params for fp in self.fingerprints]
@@ -505,6 +714,7 @@ class FingerprintSet:
                 rotations=rotations,
                 search_shift=search_shift,
                 threshold=threshold,
+                search_scale=search_scale,
             )
             for p, idxs in self.groups.items()
         }
@@ -512,16 +722,25 @@ class FingerprintSet:
     def __len__(self) -> int:
         return len(self.fingerprints)
 
-    def score(self, pixels: np.ndarray, path: str | Path = "image") -> list[MatchResult]:
+    def score(
+        self,
+        pixels: np.ndarray,
+        path: str | Path = "image",
+        search_scale: bool | Sequence[float] | None = None,
+    ) -> list[MatchResult]:
         """One MatchResult per fingerprint (in order) for a photo's uint8 pixels.
 
-        Raises InputError naming `path` when the photo is too small for a residual or a PCE.
+        `search_scale` turns the scale search on (True: DEFAULT_SCALES, or the factors given,
+        e.g. an estimate of the photo's resampling) or off (False) for this photo only; None
+        keeps the set's setting. Raises InputError naming `path` when the photo is too small
+        for a residual or a PCE.
         """
         results: list[MatchResult | None] = [None] * len(self.fingerprints)
         try:
             for p, idxs in self.groups.items():
                 w, g = residual_and_grey(pixels, p, self.device)
-                for i, r in zip(idxs, self.banks[p].score(w, g), strict=True):
+                scored = self.banks[p].score(w, g, search_scale)
+                for i, r in zip(idxs, scored, strict=True):
                     results[i] = r
         except ValueError as exc:
             raise InputError(path, f"cannot compute a PRNU residual ({exc})") from exc

@@ -1,0 +1,184 @@
+"""PRNU on resized photos (scale search, corrected threshold) and PRNU at scale (batched matrix).
+
+Real synthetic cameras, real JPEG files written by the test, real fingerprints made through the
+CLI; the resized queries are resampled with Pillow (bicubic), not by camid.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.special import log_ndtr
+
+from camid.cli import main
+from camid.identify.evidence import Photo, PrnuProvider
+from camid.prnu.match import (
+    DEFAULT_SCALES,
+    FingerprintSet,
+    corrected_threshold,
+    implied_scales,
+    scale_candidates,
+)
+from camid.prnu.store import load_fingerprint
+
+try:
+    from tests.test_prnu_oracle import make_camera, shoot
+except ImportError:  # tests/ is not a package: pytest puts this folder on sys.path
+    from test_prnu_oracle import make_camera, shoot
+
+SHAPE = (160, 208)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small images: one intra-op thread is faster on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _resized(arr: np.ndarray, factor: float) -> Image.Image:
+    h, w = arr.shape[:2]
+    return Image.fromarray(arr).resize((round(w * factor), round(h * factor)), Image.BICUBIC)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """Fingerprints of devices A and B (one model) from 6 flat JPEG frames each, and evidence
+    files: each device's photo resized x0.8, and A's resized x0.8 then centre-cropped."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("prnu_scale")
+    cams = {
+        "A": make_camera("A", SHAPE, seed=31, strength=0.007, model_seed=4),
+        "B": make_camera("B", SHAPE, seed=32, strength=0.007, model_seed=4),
+    }
+    out = {"root": root}
+    for name, cam in cams.items():
+        flat = root / f"flat_{name}"
+        flat.mkdir()
+        for i in range(6):
+            Image.fromarray(shoot(cam, 10 + i, flat=True, quality=None)).save(
+                flat / f"f{i}.jpg", quality=95
+            )
+        fp = root / f"{name}.fp.safetensors"
+        rc = main(["prnu", "fingerprint", str(flat), "-o", str(fp), "--device-name", name,
+                   "--json", "-q"])  # fmt: skip
+        assert rc == 0
+        out[f"fp_{name}"] = fp
+        photo = shoot(cam, 400, quality=None)
+        p = root / f"{name}_x0.8.jpg"
+        _resized(photo, 0.8).save(p, quality=90)
+        out[f"resized_{name}"] = p
+        out[f"photo_{name}"] = photo
+    small = _resized(out["photo_A"], 0.8)  # 166x128, centre crop 120x96 (not a resized frame)
+    x0, y0 = (small.width - 120) // 2, (small.height - 96) // 2
+    crop = root / "A_x0.8_crop.jpg"
+    small.crop((x0, y0, x0 + 120, y0 + 96)).save(crop, quality=90)
+    out["crop_A"] = crop
+    return out
+
+
+def _match(capsys, *args: str) -> tuple[int, dict[str, dict]]:
+    capsys.readouterr()
+    rc = main(["prnu", "match", *args, "--json", "-q"])
+    rows = json.loads(capsys.readouterr().out)
+    return rc, {r["fingerprint"]: r for r in rows}
+
+
+def test_resized_photo_matches_only_with_search_scale(scene, capsys):
+    fps = ["-F", str(scene["fp_A"]), "-F", str(scene["fp_B"])]
+    rc, rows = _match(capsys, str(scene["resized_A"]), *fps)
+    assert rc == 1  # without the search: no fingerprint matches the resized photo
+    assert rows["A"]["outcome"] == "no match" and rows["A"]["pce"] < 25
+    assert "scale" not in rows["A"]  # records without the flag are as before
+    rc, rows = _match(capsys, str(scene["resized_A"]), *fps, "--search-scale")
+    assert rc == 0
+    a, b = rows["A"], rows["B"]
+    assert a["outcome"] == "match" and a["pce"] > 100, a
+    assert a["scale"] == pytest.approx(0.8, abs=0.01)
+    assert a["compared_size"] == "166x128"
+    assert a["n_scales"] == 1 and a["threshold"] == 60.0  # the size implies the factor
+    assert b["outcome"] == "no match" and b["pce"] < 25  # same model, other device
+
+
+def test_other_device_resized_does_not_match(scene, capsys):
+    rc, rows = _match(capsys, str(scene["resized_B"]), "-F", str(scene["fp_A"]), "--search-scale")
+    assert rc == 1
+    assert rows["A"]["outcome"] == "no match" and rows["A"]["pce"] < 25
+
+
+def test_crop_of_resized_photo_uses_the_grid_and_a_higher_threshold(scene, capsys):
+    fps = ["-F", str(scene["fp_A"]), "-F", str(scene["fp_B"])]
+    rc, rows = _match(capsys, str(scene["crop_A"]), *fps)
+    assert rows["A"]["outcome"] == "no match"
+    rc, rows = _match(capsys, str(scene["crop_A"]), *fps, "--search-scale")
+    a, b = rows["A"], rows["B"]
+    n = len(DEFAULT_SCALES) + 1  # 1.0 and the grid: all give distinct sizes here
+    assert a["n_scales"] == n and a["single_test_threshold"] == 60.0
+    assert a["threshold"] == pytest.approx(corrected_threshold(60.0, n))
+    assert a["threshold"] > 60.0 and a["inconclusive_above"] > 25.0
+    assert a["scale"] == 0.8 and a["outcome"] == "match" and rc == 0, a
+    assert b["outcome"] == "no match"
+    assert a["n_tests"] > n  # orientations of each scale are counted in the p-value
+    rc, rows = _match(capsys, str(scene["crop_A"]), *fps, "--scales", "0.5,0.8")
+    assert rows["A"]["n_scales"] == 3 and rows["A"]["scale"] == 0.8
+    assert rows["A"]["threshold"] == pytest.approx(corrected_threshold(60.0, 3))
+
+
+def test_bad_scales_is_a_usage_error(scene, capsys):
+    rc = main(["prnu", "match", str(scene["crop_A"]), "-F", str(scene["fp_A"]),
+               "--scales", "0.8,nine", "-q"])  # fmt: skip
+    assert rc == 2
+    rc = main(["prnu", "match", str(scene["crop_A"]), "-F", str(scene["fp_A"]),
+               "--scales", "0", "-q"])  # fmt: skip
+    assert rc == 2
+    assert "--scales" in capsys.readouterr().err
+
+
+def test_corrected_threshold_is_bonferroni():
+    assert corrected_threshold(60.0, 1) == 60.0
+    prev = 60.0
+    for n in (2, 8, 10, 100, 10_000):
+        t = corrected_threshold(60.0, n)
+        assert t > prev
+        prev = t
+        # n tests at t have the false-alarm probability of one test at 60
+        assert log_ndtr(-math.sqrt(t)) + math.log(n) == pytest.approx(log_ndtr(-math.sqrt(60)))
+    assert corrected_threshold(60.0, 10) == pytest.approx(64.53, abs=0.01)
+
+
+def test_scale_candidates():
+    assert implied_scales((128, 166), (160, 208)) == [(pytest.approx(0.799, abs=2e-3), (128, 166))]
+    # a portrait copy of a landscape frame: the target is in the fingerprint's orientation
+    assert implied_scales((166, 128), (160, 208))[0][1] == (128, 166)
+    assert scale_candidates((160, 208), (160, 208), DEFAULT_SCALES) == [(1.0, (160, 208))]
+    cands = scale_candidates((96, 120), (160, 208), (0.5, 0.8, 0.8001))
+    assert [t for _, t in cands] == [(160, 208), (80, 104), (128, 166)]  # distinct sizes
+
+
+def test_provider_search_scale_per_photo(scene):
+    fps = [load_fingerprint(scene["fp_A"]), load_fingerprint(scene["fp_B"])]
+    pixels = np.asarray(Image.open(scene["resized_A"]).convert("RGB"))
+    photo = Photo(scene["resized_A"], "0" * 64, 166, 128, None, pixels)
+    prov = PrnuProvider(fps, "cpu")
+    assert not prov.evidence(photo).decisive
+    ev = prov.evidence(photo, search_scale=True)  # e.g. turned on by a resampling finding
+    assert ev.decisive and ev.detail["best_fingerprint"] == "A"
+    assert ev.detail["scale"] == pytest.approx(0.8, abs=0.01)
+    on = PrnuProvider(fps, "cpu", search_scale=[0.8])
+    assert on.evidence(photo).decisive
+    assert not on.evidence(photo, search_scale=False).decisive
+
+
+def test_search_scale_off_is_unchanged(scene):
+    fps = [load_fingerprint(scene["fp_A"]), load_fingerprint(scene["fp_B"])]
+    img = shoot(make_camera("A", SHAPE, seed=31, strength=0.007, model_seed=4), 401)
+    a = FingerprintSet(fps).score(img)
+    b = FingerprintSet(fps, search_scale=False).score(img)
+    assert [r.to_record() for r in a] == [r.to_record() for r in b]
