@@ -182,3 +182,70 @@ def test_search_scale_off_is_unchanged(scene):
     a = FingerprintSet(fps).score(img)
     b = FingerprintSet(fps, search_scale=False).score(img)
     assert [r.to_record() for r in a] == [r.to_record() for r in b]
+
+
+# ----------------------------------------------------------------------------- at scale
+
+
+def test_batched_matrix_equals_unbatched(scene, capsys, tmp_path):
+    """`prnu matrix` (batched, cached spectra, streamed photos) against one `match_residual`
+    per pair: bit for bit where a photo is rotated, cropped or searched over orientations."""
+    from camid.prnu.match import match_residual
+    from camid.prnu.residual import residual_and_grey
+
+    photo = shoot(make_camera("A", SHAPE, seed=31, strength=0.007, model_seed=4), 402)
+    files = {
+        "same": photo,
+        "portrait": np.ascontiguousarray(np.rot90(photo)),
+        "crop": photo[7:140, 5:191],
+    }
+    paths = []
+    for name, arr in files.items():
+        p = tmp_path / f"{name}.png"  # lossless: the test reads back the same pixels
+        Image.fromarray(arr).save(p)
+        paths.append(p)
+    fp_files = [scene["fp_A"], scene["fp_B"]]
+    fps = [load_fingerprint(f) for f in fp_files]
+    for rotations in ("auto", "all"):
+        args = ["prnu", "matrix", *map(str, paths), "--rotations", rotations, "-q"]
+        for f in fp_files:
+            args += ["-F", str(f)]
+        capsys.readouterr()
+        assert main([*args, "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert main([*args, "--format", "ndjson"]) == 0  # streamed: the same records
+        assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == rows
+        assert len(rows) == len(paths) * len(fps)
+        for j, (name, arr) in enumerate(files.items()):
+            w, g = residual_and_grey(arr, fps[0].params)
+            for i, fp in enumerate(fps):
+                ref = match_residual(
+                    w, g, torch.from_numpy(fp.k), name=fp.label, rotations=rotations
+                ).to_record()
+                got = {k: rows[j * len(fps) + i][k] for k in ref}
+                if name == "same" and rotations == "auto":  # the same-size batched path
+                    assert got["pce"] == pytest.approx(ref["pce"], rel=1e-6, abs=1e-3)
+                    assert got["rotation"] == ref["rotation"] == "rot0"
+                else:
+                    assert got == ref, (name, rotations, fp.label)
+    assert rows[0 * 2]["outcome"] == "match" and rows[1 * 2]["rotation"] != "rot0"
+
+
+def test_spectra_cache_is_bounded(scene):
+    """Rotated photos reuse cached fingerprint spectra; a tiny budget keeps none and still
+    gives the same numbers."""
+    from camid.prnu.match import FingerprintBank
+    from camid.prnu.residual import residual_and_grey
+
+    fps = [load_fingerprint(scene["fp_A"]), load_fingerprint(scene["fp_B"])]
+    arr = np.ascontiguousarray(np.rot90(shoot(make_camera("A", SHAPE, 31, 0.007, 4), 403)))
+    w, g = residual_and_grey(arr)
+    bank = FingerprintBank(fps)
+    first = [r.to_record() for r in bank.score(w, g)]
+    assert bank._oriented  # spectra of the rotated fingerprints kept for the next photo
+    assert [r.to_record() for r in bank.score(w, g)] == first
+    small = FingerprintBank(fps)
+    small.spectra_budget = 1024
+    assert [r.to_record() for r in small.score(w, g)] == first
+    assert not small._oriented
+    assert first[0]["outcome"] == "match" and first[1]["outcome"] == "no match"

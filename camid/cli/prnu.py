@@ -574,7 +574,9 @@ def matrix(
         fps, sigma, compat, device, threads, rotations, search_shift, threshold, out, scale
     )
     paths, failed = gather_inputs(out, items, recursive, ext)
-    columns, photo_labels, records = [], [], []
+    # photos stream through: per photo only its PCEs (and a CSV row) are kept, the records go
+    # to the output layer (printed at once with ndjson) and are not kept with --summary
+    columns, photo_labels, csv_rows = [], [], []
     for p in out.progress(paths, description="Scoring"):
         try:
             img = _load(p)
@@ -586,8 +588,12 @@ def matrix(
         label = truth.get(p.resolve())
         columns.append([r.pce for r in results])
         photo_labels.append(label)
+        if scores_csv is not None:
+            csv_rows.append((str(p), img.sha256, label, [r.to_record()["pce"] for r in results]))
+        if summary_only:
+            continue
         for fp, r in zip(fps, results, strict=True):
-            records.append(
+            out.record(
                 {
                     "path": str(p),
                     "sha256": img.sha256,
@@ -603,13 +609,13 @@ def matrix(
     summary = summarize(scores, fp_labels, photo_labels, threshold, fpr).to_record()
     summary.update({"fingerprints": len(fps), "photos": len(columns), "camid_version": __version__})
     if scores_csv is not None:
-        _write_scores(scores_csv, fp_labels, [r for r in records], len(fps))
+        _write_scores(scores_csv, fp_labels, csv_rows)
     if summary_only and out.fmt == "table":
         out.emit_object(summary, title="PRNU matrix summary")
     elif summary_only:
         out.emit([summary], title="PRNU matrix summary")
     else:
-        out.emit(records, columns=None if out.machine else MATRIX_COLUMNS, title="PRNU matrix")
+        out.finish(columns=None if out.machine else MATRIX_COLUMNS, title="PRNU matrix")
         out.info(_summary_line(summary))
     raise typer.Exit(finish_batch(out, failed, failed_list, paths))
 
@@ -630,7 +636,8 @@ def _summary_line(s: dict) -> str:
     )
 
 
-def _write_scores(path: Path, fp_labels: list[str], records: list[dict], n_fp: int) -> None:
+def _write_scores(path: Path, fp_labels: list[str], rows: list[tuple]) -> None:
+    """The PCE matrix as CSV: one row (path, sha256, device, PCE per fingerprint) per photo."""
     import csv
     import io
 
@@ -643,16 +650,8 @@ def _write_scores(path: Path, fp_labels: list[str], records: list[dict], n_fp: i
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "sha256", "device", *map(text, fp_labels)])
-    for j in range(0, len(records), n_fp):
-        row = records[j : j + n_fp]
-        w.writerow(
-            [
-                text(row[0]["path"]),
-                row[0]["sha256"],
-                text(row[0]["device"] or ""),
-                *[r["pce"] for r in row],
-            ]
-        )
+    for p, sha, label, pces in rows:
+        w.writerow([text(p), sha, text(label or ""), *pces])
     write_text_atomic(path, buf.getvalue())
 
 

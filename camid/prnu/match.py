@@ -81,6 +81,9 @@ def scales_of(search_scale: bool | Sequence[float] | None) -> tuple[float, ...] 
 
 SURFACE_BUDGET = 256 << 20
 """Bytes of correlation surfaces computed at once in the batched path."""
+SPECTRA_BUDGET = 1 << 30
+"""Bytes of cached spectra of rotated or cropped fingerprints kept by one FingerprintBank
+(the same-size, unrotated spectra are always kept)."""
 
 # (quarter turns counter-clockwise, then transpose?) -> name; applied to the sensor grid,
 # the name says how the photo's pixel grid relates to the fingerprint's.
@@ -356,27 +359,28 @@ def _surface(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft2(torch.conj(fx) * fy, s=s)
 
 
-def _score_one_orientation(
-    w: torch.Tensor, i: torch.Tensor, k: torch.Tensor, search_shift: bool, exclusion: int
-) -> tuple[float, float, tuple[int, int] | None, str | None, int, tuple[int, int]]:
-    """(pce, ncc, shift, note, n_tests, compared size) for one orientation of K."""
-    h, wd = w.shape
-    hk, wk = k.shape
+@dataclass(frozen=True)
+class _Plan:
+    """How a photo of one size meets one orientation of a fingerprint."""
+
+    kind: str
+    """'same' (equal sizes), 'shift' (offsets searched) or 'crop' (both centre-cropped)."""
+    size: tuple[int, int]
+    """The compared size (h, w)."""
+    fft: tuple[int, int]
+    """The size of the correlation surface: the fingerprint side (after a crop)."""
+    note: str | None
+    n: int
+
+
+def _plan(photo: tuple[int, int], fp: tuple[int, int], search_shift: bool) -> _Plan:
+    """The comparison of a photo of size `photo` with a fingerprint of size `fp` (h, w)."""
+    h, wd = photo
+    hk, wk = fp
     if (h, wd) == (hk, wk):
-        x = w * i
-        x = x - x.mean()
-        c = _surface(x, k - k.mean())
-        pce, _, _ = pce_from_surface(c, exclusion=exclusion)
-        return pce, ncc(w, i * k), None, None, 1, (h, wd)
+        return _Plan("same", (h, wd), (hk, wk), None, 1)
     if search_shift and h <= hk and wd <= wk:
-        x = w * i
-        x = x - x.mean()  # zero padding after the mean is removed over the query only
-        c = _surface(x, k - k.mean())
-        pce, _, (dy, dx) = pce_from_surface(c, search=(hk - h, wk - wd), exclusion=exclusion)
-        kc = k[dy : dy + h, dx : dx + wd]
-        note = f"photo {wd}x{h} searched inside the fingerprint's {wk}x{hk}: offset x={dx} y={dy}"
-        n = (hk - h + 1) * (wk - wd + 1)
-        return pce, ncc(w, i * kc), (dy, dx), note, n, (h, wd)
+        return _Plan("shift", (h, wd), (hk, wk), None, (hk - h + 1) * (wk - wd + 1))
     ch, cw = min(h, hk), min(wd, wk)
     parts = []
     if (h, wd) != (ch, cw):
@@ -386,12 +390,63 @@ def _score_one_orientation(
     note = f"sizes differ: centre-cropped {' and '.join(parts)} to {cw}x{ch}"
     if search_shift:
         note += " (shift search needs a photo no larger than the fingerprint)"
-    wc, ic, kc = _centre_crop(w, ch, cw), _centre_crop(i, ch, cw), _centre_crop(k, ch, cw)
-    x = wc * ic
-    x = x - x.mean()
-    c = _surface(x, kc - kc.mean())
-    pce, _, _ = pce_from_surface(c, exclusion=exclusion)
-    return pce, ncc(wc, ic * kc), None, note, 1, (ch, cw)
+    return _Plan("crop", (ch, cw), (ch, cw), note, 1)
+
+
+def _query_side(
+    w: torch.Tensor, i: torch.Tensor, plan: _Plan
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(X = W I with its mean removed, W, I) as compared under `plan`."""
+    if plan.kind == "crop":
+        w, i = _centre_crop(w, *plan.size), _centre_crop(i, *plan.size)
+    x = w * i
+    x = x - x.mean()  # with a shift search: zero padding after the mean is removed
+    return x, w, i
+
+
+def _fp_side(k: torch.Tensor, plan: _Plan) -> torch.Tensor:
+    """The part of one orientation of K that is compared under `plan` (a view)."""
+    return _centre_crop(k, *plan.size) if plan.kind == "crop" else k
+
+
+def _finish(
+    c: torch.Tensor,
+    w: torch.Tensor,
+    i: torch.Tensor,
+    k: torch.Tensor,
+    plan: _Plan,
+    exclusion: int,
+) -> tuple[float, float, tuple[int, int] | None, str | None, int, tuple[int, int]]:
+    """(pce, ncc, shift, note, n_tests, compared size) from a correlation surface."""
+    if plan.kind != "shift":
+        pce, _, _ = pce_from_surface(c, exclusion=exclusion)
+        return pce, ncc(w, i * k), None, plan.note, plan.n, plan.size
+    (h, wd), (hk, wk) = plan.size, plan.fft
+    pce, _, (dy, dx) = pce_from_surface(c, search=(hk - h, wk - wd), exclusion=exclusion)
+    kc = k[dy : dy + h, dx : dx + wd]
+    note = f"photo {wd}x{h} searched inside the fingerprint's {wk}x{hk}: offset x={dx} y={dy}"
+    return pce, ncc(w, i * kc), (dy, dx), note, plan.n, plan.size
+
+
+def _score_one_orientation(
+    w: torch.Tensor, i: torch.Tensor, k: torch.Tensor, search_shift: bool, exclusion: int
+) -> tuple[float, float, tuple[int, int] | None, str | None, int, tuple[int, int]]:
+    """(pce, ncc, shift, note, n_tests, compared size) for one orientation of K."""
+    plan = _plan(_hw(w), _hw(k), search_shift)
+    x, wq, iq = _query_side(w, i, plan)
+    kq = _fp_side(k, plan)
+    c = _surface(x, kq - kq.mean())
+    return _finish(c, wq, iq, kq, plan, exclusion)
+
+
+def _hw(x: torch.Tensor) -> tuple[int, int]:
+    return int(x.shape[-2]), int(x.shape[-1])
+
+
+def transformed_shape(shape: tuple[int, int], turns: int, transpose: bool) -> tuple[int, int]:
+    """The (h, w) of a plane of `shape` after `apply_transform(., turns, transpose)`."""
+    h, w = int(shape[0]), int(shape[1])
+    return (w, h) if (turns % 2 == 1) != transpose else (h, w)
 
 
 def candidate_transforms(
@@ -418,13 +473,21 @@ def match_residual(
 ) -> MatchResult:
     """Compare one query residual (H, W) and its grey pixels with a fingerprint K."""
     k = k.to(device=residual.device, dtype=torch.float32)
-    best = None
-    n_total = 0
+    scored = []
     for turns, tr in candidate_transforms(tuple(residual.shape), tuple(k.shape), rotations):
         kt = apply_transform(k, turns, tr)
-        pce, rho, shift, note, n, size = _score_one_orientation(
-            residual, grey, kt, search_shift, exclusion
+        scored.append(
+            ((turns, tr), _score_one_orientation(residual, grey, kt, search_shift, exclusion))
         )
+    return _best_of(name, scored, threshold)
+
+
+def _best_of(name: str, scored: list, threshold: float) -> MatchResult:
+    """The MatchResult of the orientation with the highest PCE (the first on ties); `scored`
+    holds ((turns, transpose), (pce, ncc, shift, note, n, size)) in the order tried."""
+    best = None
+    n_total = 0
+    for (turns, tr), (pce, rho, shift, note, n, size) in scored:
         n_total += n
         if best is None or pce > best[0]:
             best = (pce, rho, shift, note, size, transform_name(turns, tr))
@@ -512,7 +575,10 @@ class FingerprintBank:
     """Fingerprints held on a device, scored against one photo at a time.
 
     Fingerprints with the photo's exact size are scored together: one FFT of the photo,
-    cached FFTs of the fingerprints, one batched inverse FFT (the many-to-many path).
+    cached FFTs of the fingerprints, one batched inverse FFT (the many-to-many path). Other
+    photos (rotated, cropped, `rotations="all"`) are scored the same way per orientation and
+    compared size, from cached spectra of the rotated or cropped fingerprints. Memory depends
+    on the fingerprints and the budgets, never on the number of photos scored.
     """
 
     def __init__(
@@ -545,6 +611,8 @@ class FingerprintBank:
             self.groups.setdefault((int(k.shape[0]), int(k.shape[1])), []).append(idx)
         self._spectra: dict[tuple[int, int], torch.Tensor] = {}
         self._stacks: dict[tuple[int, int], torch.Tensor] = {}
+        self._oriented: dict[tuple, torch.Tensor] = {}
+        self.spectra_budget = SPECTRA_BUDGET
 
     def _group_stack(self, shape: tuple[int, int]) -> torch.Tensor:
         if shape not in self._stacks:
@@ -594,19 +662,70 @@ class FingerprintBank:
                     compared_size=shape,
                     threshold=self.threshold,
                 )
-        for idx, res in enumerate(results):
-            if res is None:
-                results[idx] = match_residual(
-                    residual,
-                    grey,
-                    self.ks[idx],
-                    name=self.fingerprints[idx].label,
-                    rotations=self.rotations,
-                    search_shift=self.search_shift,
-                    threshold=self.threshold,
-                    exclusion=self.exclusion,
-                )
+        rest = [idx for idx, res in enumerate(results) if res is None]
+        if rest:
+            for idx, res in zip(rest, self._score_transformed(residual, grey, rest), strict=True):
+                results[idx] = res
         return [r for r in results if r is not None]
+
+    def _score_transformed(
+        self, residual: torch.Tensor, grey: torch.Tensor, idxs: list[int]
+    ) -> list[MatchResult]:
+        """`match_residual` for each fingerprint in `idxs` (same numbers, bit for bit), with
+        the work shared: every (fingerprint, orientation) pair compared the same way is in one
+        group, the photo's FFT is taken once per group, the fingerprints' spectra come from a
+        cache (computed once per run while they fit in `spectra_budget`), and the surfaces of
+        a group come from one batched inverse FFT."""
+        shape = _hw(residual)
+        tried: dict[int, list[tuple[int, bool]]] = {}
+        groups: dict[_Plan, list[tuple[int, int, bool]]] = {}
+        for idx in idxs:
+            k = self.ks[idx]
+            tried[idx] = candidate_transforms(shape, _hw(k), self.rotations)
+            for turns, tr in tried[idx]:
+                plan = _plan(shape, transformed_shape(_hw(k), turns, tr), self.search_shift)
+                groups.setdefault(plan, []).append((idx, turns, tr))
+        scored: dict[tuple[int, int, bool], tuple] = {}
+        for plan, members in groups.items():
+            x, wq, iq = _query_side(residual, grey, plan)
+            fx = torch.conj(torch.fft.rfft2(x, s=plan.fft))
+            per = max(1, SURFACE_BUDGET // (plan.fft[0] * plan.fft[1] * 4 * 3))
+            for s0 in range(0, len(members), per):
+                chunk = tuple(members[s0 : s0 + per])
+                c = torch.fft.irfft2(fx[None] * self._oriented_spectra(plan, chunk), s=plan.fft)
+                for j, (idx, turns, tr) in enumerate(chunk):
+                    kq = _fp_side(apply_transform(self.ks[idx], turns, tr), plan)
+                    scored[(idx, turns, tr)] = _finish(c[j], wq, iq, kq, plan, self.exclusion)
+        return [
+            _best_of(
+                self.fingerprints[idx].label,
+                [((t, tr), scored[(idx, t, tr)]) for t, tr in tried[idx]],
+                self.threshold,
+            )
+            for idx in idxs
+        ]
+
+    def _oriented_spectra(
+        self, plan: _Plan, chunk: tuple[tuple[int, int, bool], ...]
+    ) -> torch.Tensor:
+        """Stacked spectra of the fingerprint sides of (idx, turns, transpose) under `plan`,
+        cached (least recently used out first) within `spectra_budget` bytes."""
+        key = (plan.kind, plan.size, plan.fft, chunk)
+        stack = self._oriented.pop(key, None)
+        if stack is None:
+            parts = []
+            for idx, turns, tr in chunk:
+                kq = _fp_side(apply_transform(self.ks[idx], turns, tr), plan)
+                parts.append(torch.fft.rfft2(kq - kq.mean()))
+            stack = torch.stack(parts)
+        self._oriented[key] = stack  # most recently used last
+        nbytes = sum(t.numel() * t.element_size() for t in self._oriented.values())
+        while nbytes > self.spectra_budget and len(self._oriented) > 1:
+            old = self._oriented.pop(next(iter(self._oriented)))
+            nbytes -= old.numel() * old.element_size()
+        if nbytes > self.spectra_budget:  # one stack alone is too big: recompute next time
+            self._oriented.clear()
+        return stack
 
     def _score_scaled(
         self, residual: torch.Tensor, grey: torch.Tensor, idx: int, scales: Sequence[float]
