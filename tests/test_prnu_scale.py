@@ -157,9 +157,15 @@ def test_scale_candidates():
     assert implied_scales((128, 166), (160, 208)) == [(pytest.approx(0.799, abs=2e-3), (128, 166))]
     # a portrait copy of a landscape frame: the target is in the fingerprint's orientation
     assert implied_scales((166, 128), (160, 208))[0][1] == (128, 166)
-    assert scale_candidates((160, 208), (160, 208), DEFAULT_SCALES) == [(1.0, (160, 208))]
+    assert scale_candidates((160, 208), (160, 208)) == [(1.0, (160, 208))]
+    assert scale_candidates((128, 166), (160, 208))[0][1] == (128, 166)  # implied only
+    grid = scale_candidates((96, 120), (160, 208))  # a crop: 1.0 and the default grid
+    assert [f for f, _ in grid] == [1.0, *DEFAULT_SCALES]
     cands = scale_candidates((96, 120), (160, 208), (0.5, 0.8, 0.8001))
     assert [t for _, t in cands] == [(160, 208), (80, 104), (128, 166)]  # distinct sizes
+    # factors given are tried besides the implied one (an aspect-keeping crop looks resized)
+    cands = scale_candidates((120, 156), (160, 208), (0.8,))
+    assert [t for _, t in cands] == [(120, 156), (160, 208), (128, 166)]
 
 
 def test_provider_search_scale_per_photo(scene):

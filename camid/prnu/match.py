@@ -70,12 +70,12 @@ RESIZED_CACHE = 16
 
 
 def scales_of(search_scale: bool | Sequence[float] | None) -> tuple[float, ...] | None:
-    """The resize factors a `search_scale` setting means: None (off) for False/None,
-    DEFAULT_SCALES for True, else the validated factors given."""
+    """The resize factors a `search_scale` setting means: None (off) for False/None, () for
+    True (the default rule of `scale_candidates`), else the validated factors given."""
     if search_scale is None or search_scale is False:
         return None
     if search_scale is True:
-        return DEFAULT_SCALES
+        return ()
     return check_scales(search_scale)
 
 
@@ -171,19 +171,21 @@ def implied_scales(
 
 
 def scale_candidates(
-    photo_shape: tuple[int, int], fp_shape: tuple[int, int], scales: Sequence[float]
+    photo_shape: tuple[int, int], fp_shape: tuple[int, int], scales: Sequence[float] = ()
 ) -> list[tuple[float, tuple[int, int]]]:
     """The (factor, fingerprint target size) pairs the scale search tests, distinct sizes.
 
-    A photo whose size is the fingerprint's resized (`implied_scales`) is tested at that
-    factor only; any other photo (a crop) at 1.0 and at each of `scales`.
+    Default (`scales` empty): a photo whose size is the fingerprint's resized
+    (`implied_scales`) is tested at that factor only, any other photo (a crop) at 1.0 and at
+    DEFAULT_SCALES. Factors given are tested besides the implied ones and 1.0 (a crop that
+    keeps the aspect ratio has an implied factor that is not its resize factor).
     """
     implied = implied_scales(photo_shape, fp_shape)
-    if implied:
+    if implied and not scales:
         return implied
     hk, wk = fp_shape
-    out: list[tuple[float, tuple[int, int]]] = []
-    for f in (1.0, *scales):
+    out: list[tuple[float, tuple[int, int]]] = list(implied)
+    for f in (1.0, *(scales or DEFAULT_SCALES)):
         target = (max(1, round(f * hk)), max(1, round(f * wk)))
         if target not in [t for _, t in out]:
             out.append((float(f), target))
@@ -409,23 +411,30 @@ def _fp_side(k: torch.Tensor, plan: _Plan) -> torch.Tensor:
     return _centre_crop(k, *plan.size) if plan.kind == "crop" else k
 
 
-def _finish(
-    c: torch.Tensor,
-    w: torch.Tensor,
-    i: torch.Tensor,
-    k: torch.Tensor,
-    plan: _Plan,
-    exclusion: int,
-) -> tuple[float, float, tuple[int, int] | None, str | None, int, tuple[int, int]]:
-    """(pce, ncc, shift, note, n_tests, compared size) from a correlation surface."""
+def _peak(
+    c: torch.Tensor, plan: _Plan, exclusion: int
+) -> tuple[float, tuple[int, int] | None, str | None]:
+    """(pce, shift, note) of a correlation surface compared under `plan`."""
     if plan.kind != "shift":
         pce, _, _ = pce_from_surface(c, exclusion=exclusion)
-        return pce, ncc(w, i * k), None, plan.note, plan.n, plan.size
+        return pce, None, plan.note
     (h, wd), (hk, wk) = plan.size, plan.fft
     pce, _, (dy, dx) = pce_from_surface(c, search=(hk - h, wk - wd), exclusion=exclusion)
-    kc = k[dy : dy + h, dx : dx + wd]
     note = f"photo {wd}x{h} searched inside the fingerprint's {wk}x{hk}: offset x={dx} y={dy}"
-    return pce, ncc(w, i * kc), (dy, dx), note, plan.n, plan.size
+    return pce, (dy, dx), note
+
+
+def _ncc_at(
+    w: torch.Tensor, i: torch.Tensor, k: torch.Tensor, plan: _Plan, shift: tuple[int, int] | None
+) -> float:
+    """NCC of the photo (w, i) and one orientation k of K, compared under `plan` at `shift`."""
+    if plan.kind == "crop":
+        w, i = _centre_crop(w, *plan.size), _centre_crop(i, *plan.size)
+    k = _fp_side(k, plan)
+    if shift is not None:
+        dy, dx = shift
+        k = k[dy : dy + plan.size[0], dx : dx + plan.size[1]]
+    return ncc(w, i * k)
 
 
 def _score_one_orientation(
@@ -433,10 +442,11 @@ def _score_one_orientation(
 ) -> tuple[float, float, tuple[int, int] | None, str | None, int, tuple[int, int]]:
     """(pce, ncc, shift, note, n_tests, compared size) for one orientation of K."""
     plan = _plan(_hw(w), _hw(k), search_shift)
-    x, wq, iq = _query_side(w, i, plan)
+    x, _, _ = _query_side(w, i, plan)
     kq = _fp_side(k, plan)
     c = _surface(x, kq - kq.mean())
-    return _finish(c, wq, iq, kq, plan, exclusion)
+    pce, shift, note = _peak(c, plan, exclusion)
+    return pce, _ncc_at(w, i, k, plan, shift), shift, note, plan.n, plan.size
 
 
 def _hw(x: torch.Tensor) -> tuple[int, int]:
@@ -514,7 +524,7 @@ def match_residual_scaled(
     residual: torch.Tensor,
     grey: torch.Tensor,
     k: torch.Tensor,
-    scales: Sequence[float] = DEFAULT_SCALES,
+    scales: Sequence[float] = (),
     *,
     name: str = "fingerprint",
     rotations: str = "auto",
@@ -523,14 +533,16 @@ def match_residual_scaled(
     exclusion: int = EXCLUSION,
     resized: dict | None = None,
 ) -> MatchResult:
-    """`match_residual` over the resize factors of `scale_candidates`: the best PCE wins.
+    """`match_residual` over the resize factors of `scale_candidates` (`scales` empty: the
+    default rule): the best PCE wins.
 
     The fingerprint is resampled to each candidate size (`resample`; `resized`, a dict keyed
     by size, caches them across calls). `n_tests` counts every alignment of every scale; the
     match and inconclusive thresholds are corrected for the m scales (`corrected_threshold`).
     """
     k = k.to(device=residual.device, dtype=torch.float32)
-    cands = scale_candidates(tuple(residual.shape), tuple(k.shape), check_scales(scales))
+    scales = check_scales(scales) if scales else ()
+    cands = scale_candidates(tuple(residual.shape), tuple(k.shape), scales)
     best: tuple[float, MatchResult] | None = None
     n_total = 0
     for factor, size in cands:
@@ -687,23 +699,44 @@ class FingerprintBank:
                 groups.setdefault(plan, []).append((idx, turns, tr))
         scored: dict[tuple[int, int, bool], tuple] = {}
         for plan, members in groups.items():
-            x, wq, iq = _query_side(residual, grey, plan)
+            x, _, _ = _query_side(residual, grey, plan)
             fx = torch.conj(torch.fft.rfft2(x, s=plan.fft))
             per = max(1, SURFACE_BUDGET // (plan.fft[0] * plan.fft[1] * 4 * 3))
             for s0 in range(0, len(members), per):
                 chunk = tuple(members[s0 : s0 + per])
                 c = torch.fft.irfft2(fx[None] * self._oriented_spectra(plan, chunk), s=plan.fft)
                 for j, (idx, turns, tr) in enumerate(chunk):
-                    kq = _fp_side(apply_transform(self.ks[idx], turns, tr), plan)
-                    scored[(idx, turns, tr)] = _finish(c[j], wq, iq, kq, plan, self.exclusion)
-        return [
-            _best_of(
-                self.fingerprints[idx].label,
-                [((t, tr), scored[(idx, t, tr)]) for t, tr in tried[idx]],
-                self.threshold,
+                    scored[(idx, turns, tr)] = (*_peak(c[j], plan, self.exclusion), plan)
+        out = []
+        for idx in idxs:
+            best = None
+            n_total = 0
+            for turns, tr in tried[idx]:
+                pce, shift, note, plan = scored[(idx, turns, tr)]
+                n_total += plan.n
+                if best is None or pce > best[0]:
+                    best = (pce, shift, note, plan, turns, tr)
+            assert best is not None
+            pce, shift, note, plan, turns, tr = best  # NCC only for the orientation reported
+            rho = _ncc_at(residual, grey, apply_transform(self.ks[idx], turns, tr), plan, shift)
+            p, log10p = p_value_from_pce(pce, n_total)
+            out.append(
+                MatchResult(
+                    fingerprint=self.fingerprints[idx].label,
+                    pce=pce,
+                    ncc=rho,
+                    p_value=p,
+                    log10_p_value=log10p,
+                    decision=pce > self.threshold,
+                    rotation=transform_name(turns, tr),
+                    shift=shift,
+                    crop_note=note,
+                    n_tests=n_total,
+                    compared_size=plan.size,
+                    threshold=self.threshold,
+                )
             )
-            for idx in idxs
-        ]
+        return out
 
     def _oriented_spectra(
         self, plan: _Plan, chunk: tuple[tuple[int, int, bool], ...]
@@ -849,7 +882,7 @@ class FingerprintSet:
     ) -> list[MatchResult]:
         """One MatchResult per fingerprint (in order) for a photo's uint8 pixels.
 
-        `search_scale` turns the scale search on (True: DEFAULT_SCALES, or the factors given,
+        `search_scale` turns the scale search on (True: the default rule, or the factors given,
         e.g. an estimate of the photo's resampling) or off (False) for this photo only; None
         keeps the set's setting. Raises InputError naming `path` when the photo is too small
         for a residual or a PCE.
