@@ -255,3 +255,23 @@ def test_spectra_cache_is_bounded(scene):
     assert [r.to_record() for r in small.score(w, g)] == first
     assert not small._oriented
     assert first[0]["outcome"] == "match" and first[1]["outcome"] == "no match"
+
+
+def test_identify_search_scale_flag(scene, tmp_path_factory, monkeypatch, capsys):
+    """`camid identify -F ... --search-scale`: the resized photo's PRNU matches only with it,
+    and the prnu object carries the factor."""
+    from tests.test_train_fakes import shared_model
+
+    home, _ = shared_model(tmp_path_factory.getbasetemp())
+    monkeypatch.setenv("CAMID_HOME", str(home))
+    base = ["identify", str(scene["resized_A"]), "--model", "fk3", "--json", "-q",
+            "-F", str(scene["fp_A"]), "-F", str(scene["fp_B"])]  # fmt: skip
+    capsys.readouterr()
+    assert main(base) == 0
+    (rec,) = json.loads(capsys.readouterr().out)
+    assert rec["prnu"]["outcome"] == "no match" and "scale" not in rec["prnu"]
+    assert main([*base, "--search-scale"]) == 0
+    (rec,) = json.loads(capsys.readouterr().out)
+    prnu = rec["prnu"]
+    assert prnu["outcome"] == "match" and prnu["best_fingerprint"] == "A"
+    assert prnu["scale"] == pytest.approx(0.8, abs=0.01) and prnu["n_scales"] == 1
