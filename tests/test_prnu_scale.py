@@ -275,3 +275,24 @@ def test_identify_search_scale_flag(scene, tmp_path_factory, monkeypatch, capsys
     prnu = rec["prnu"]
     assert prnu["outcome"] == "match" and prnu["best_fingerprint"] == "A"
     assert prnu["scale"] == pytest.approx(0.8, abs=0.01) and prnu["n_scales"] == 1
+
+
+def test_batched_scale_search_equals_pairwise(scene):
+    """The bank's batched scale search gives `match_residual_scaled`'s numbers per pair."""
+    from camid.prnu.match import FingerprintBank, match_residual_scaled
+    from camid.prnu.residual import residual_and_grey
+
+    fps = [load_fingerprint(scene["fp_A"]), load_fingerprint(scene["fp_B"])]
+    crop = np.asarray(Image.open(scene["crop_A"]).convert("RGB"))
+    portrait = np.ascontiguousarray(np.rot90(np.asarray(Image.open(scene["resized_A"]))))
+    for arr in (crop, portrait):
+        w, g = residual_and_grey(arr)
+        for scales in ((), (0.8, 0.5)):
+            bank = FingerprintBank(fps, search_scale=scales or True)
+            for _ in range(2):  # the second photo uses the cached copies and spectra
+                got = bank.score(w, g)
+                for fp, r in zip(fps, got, strict=True):
+                    k = torch.from_numpy(fp.k)
+                    ref = match_residual_scaled(w, g, k, scales, name=fp.label)
+                    assert r.to_record() == ref.to_record()
+            assert got[0].outcome == "match" and got[1].outcome == "no match"

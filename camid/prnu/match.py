@@ -25,6 +25,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -543,8 +544,7 @@ def match_residual_scaled(
     k = k.to(device=residual.device, dtype=torch.float32)
     scales = check_scales(scales) if scales else ()
     cands = scale_candidates(tuple(residual.shape), tuple(k.shape), scales)
-    best: tuple[float, MatchResult] | None = None
-    n_total = 0
+    per_scale = []
     for factor, size in cands:
         if resized is not None and size in resized:
             kr = resized[size]
@@ -562,12 +562,22 @@ def match_residual_scaled(
             threshold=threshold,
             exclusion=exclusion,
         )
+        per_scale.append((factor, r))
+    return _best_scale(per_scale, threshold)
+
+
+def _best_scale(per_scale: list[tuple[float, MatchResult]], threshold: float) -> MatchResult:
+    """The result of the scale with the highest PCE (the first on ties), its thresholds
+    corrected for the scales tested and its p-value for every alignment of every scale."""
+    best: tuple[float, MatchResult] | None = None
+    n_total = 0
+    for factor, r in per_scale:
         n_total += r.n_tests
         if best is None or r.pce > best[1].pce:
             best = (factor, r)
     assert best is not None
     factor, r = best
-    m = len(cands)
+    m = len(per_scale)
     r.scale = factor
     r.n_scales = m
     r.single_test_threshold = threshold
@@ -581,7 +591,6 @@ def match_residual_scaled(
             f"; {r.crop_note}" if r.crop_note else ""
         )
     return r
-
 
 class FingerprintBank:
     """Fingerprints held on a device, scored against one photo at a time.
@@ -655,7 +664,7 @@ class FingerprintBank:
         grey = grey.to(self.device, torch.float32)
         scales = self.scales if search_scale is None else scales_of(search_scale)
         if scales is not None:
-            return [self._score_scaled(residual, grey, idx, scales) for idx in range(len(self.ks))]
+            return self._score_scaled(residual, grey, scales)
         shape = (int(residual.shape[0]), int(residual.shape[1]))
         results: list[MatchResult | None] = [None] * len(self.ks)
         if shape in self.groups and self.rotations != "all":
@@ -676,53 +685,55 @@ class FingerprintBank:
                 )
         rest = [idx for idx, res in enumerate(results) if res is None]
         if rest:
-            for idx, res in zip(rest, self._score_transformed(residual, grey, rest), strict=True):
+            items = [(idx, self.ks[idx], self.fingerprints[idx].label) for idx in rest]
+            for idx, res in zip(rest, self._score_transformed(residual, grey, items), strict=True):
                 results[idx] = res
         return [r for r in results if r is not None]
 
     def _score_transformed(
-        self, residual: torch.Tensor, grey: torch.Tensor, idxs: list[int]
+        self, residual: torch.Tensor, grey: torch.Tensor, items: list[tuple[Any, torch.Tensor, str]]
     ) -> list[MatchResult]:
-        """`match_residual` for each fingerprint in `idxs` (same numbers, bit for bit), with
-        the work shared: every (fingerprint, orientation) pair compared the same way is in one
-        group, the photo's FFT is taken once per group, the fingerprints' spectra come from a
-        cache (computed once per run while they fit in `spectra_budget`), and the surfaces of
-        a group come from one batched inverse FFT."""
+        """`match_residual` for each (key, K, name) item (same numbers, bit for bit), with
+        the work shared: every (item, orientation) pair compared the same way is in one
+        group, the photo's FFT is taken once per group, the items' spectra come from a
+        cache keyed by `key`, size and orientation (computed once per run while they fit in
+        `spectra_budget`), and the surfaces of a group come from one batched inverse FFT."""
         shape = _hw(residual)
-        tried: dict[int, list[tuple[int, bool]]] = {}
-        groups: dict[_Plan, list[tuple[int, int, bool]]] = {}
-        for idx in idxs:
-            k = self.ks[idx]
-            tried[idx] = candidate_transforms(shape, _hw(k), self.rotations)
-            for turns, tr in tried[idx]:
+        ks = {key: k for key, k, _ in items}
+        tried: dict[Any, list[tuple[int, bool]]] = {}
+        groups: dict[_Plan, list[tuple[Any, int, bool]]] = {}
+        for key, k, _ in items:
+            tried[key] = candidate_transforms(shape, _hw(k), self.rotations)
+            for turns, tr in tried[key]:
                 plan = _plan(shape, transformed_shape(_hw(k), turns, tr), self.search_shift)
-                groups.setdefault(plan, []).append((idx, turns, tr))
-        scored: dict[tuple[int, int, bool], tuple] = {}
+                groups.setdefault(plan, []).append((key, turns, tr))
+        scored: dict[tuple[Any, int, bool], tuple] = {}
         for plan, members in groups.items():
             x, _, _ = _query_side(residual, grey, plan)
             fx = torch.conj(torch.fft.rfft2(x, s=plan.fft))
             per = max(1, SURFACE_BUDGET // (plan.fft[0] * plan.fft[1] * 4 * 3))
             for s0 in range(0, len(members), per):
                 chunk = tuple(members[s0 : s0 + per])
-                c = torch.fft.irfft2(fx[None] * self._oriented_spectra(plan, chunk), s=plan.fft)
-                for j, (idx, turns, tr) in enumerate(chunk):
-                    scored[(idx, turns, tr)] = (*_peak(c[j], plan, self.exclusion), plan)
+                spectra = self._oriented_spectra(plan, chunk, ks)
+                c = torch.fft.irfft2(fx[None] * spectra, s=plan.fft)
+                for j, (key, turns, tr) in enumerate(chunk):
+                    scored[(key, turns, tr)] = (*_peak(c[j], plan, self.exclusion), plan)
         out = []
-        for idx in idxs:
+        for key, k, name in items:
             best = None
             n_total = 0
-            for turns, tr in tried[idx]:
-                pce, shift, note, plan = scored[(idx, turns, tr)]
+            for turns, tr in tried[key]:
+                pce, shift, note, plan = scored[(key, turns, tr)]
                 n_total += plan.n
                 if best is None or pce > best[0]:
                     best = (pce, shift, note, plan, turns, tr)
             assert best is not None
             pce, shift, note, plan, turns, tr = best  # NCC only for the orientation reported
-            rho = _ncc_at(residual, grey, apply_transform(self.ks[idx], turns, tr), plan, shift)
+            rho = _ncc_at(residual, grey, apply_transform(k, turns, tr), plan, shift)
             p, log10p = p_value_from_pce(pce, n_total)
             out.append(
                 MatchResult(
-                    fingerprint=self.fingerprints[idx].label,
+                    fingerprint=name,
                     pce=pce,
                     ncc=rho,
                     p_value=p,
@@ -739,16 +750,16 @@ class FingerprintBank:
         return out
 
     def _oriented_spectra(
-        self, plan: _Plan, chunk: tuple[tuple[int, int, bool], ...]
+        self, plan: _Plan, chunk: tuple[tuple[Any, int, bool], ...], ks: dict[Any, torch.Tensor]
     ) -> torch.Tensor:
-        """Stacked spectra of the fingerprint sides of (idx, turns, transpose) under `plan`,
-        cached (least recently used out first) within `spectra_budget` bytes."""
+        """Stacked spectra of the fingerprint sides of (key, turns, transpose) under `plan`
+        (K = ks[key]), cached (least recently used out first) within `spectra_budget` bytes."""
         key = (plan.kind, plan.size, plan.fft, chunk)
         stack = self._oriented.pop(key, None)
         if stack is None:
             parts = []
-            for idx, turns, tr in chunk:
-                kq = _fp_side(apply_transform(self.ks[idx], turns, tr), plan)
+            for item, turns, tr in chunk:
+                kq = _fp_side(apply_transform(ks[item], turns, tr), plan)
                 parts.append(torch.fft.rfft2(kq - kq.mean()))
             stack = torch.stack(parts)
         self._oriented[key] = stack  # most recently used last
@@ -761,23 +772,29 @@ class FingerprintBank:
         return stack
 
     def _score_scaled(
-        self, residual: torch.Tensor, grey: torch.Tensor, idx: int, scales: Sequence[float]
-    ) -> MatchResult:
-        cache = self._resized.setdefault(idx, {})
-        if len(cache) > RESIZED_CACHE:  # many photo sizes: keep memory bounded
-            cache.clear()
-        return match_residual_scaled(
-            residual,
-            grey,
-            self.ks[idx],
-            scales,
-            name=self.fingerprints[idx].label,
-            rotations=self.rotations,
-            search_shift=self.search_shift,
-            threshold=self.threshold,
-            exclusion=self.exclusion,
-            resized=cache,
-        )
+        self, residual: torch.Tensor, grey: torch.Tensor, scales: Sequence[float]
+    ) -> list[MatchResult]:
+        """`match_residual_scaled` for every fingerprint (same numbers), batched: each
+        (fingerprint, scale) is one item of `_score_transformed`, the resampled copies are
+        cached per fingerprint (at most RESIZED_CACHE sizes) and so are their spectra."""
+        shape = _hw(residual)
+        items, owners = [], []
+        for idx, k in enumerate(self.ks):
+            cache = self._resized.setdefault(idx, {})
+            cands = scale_candidates(shape, _hw(k), scales)
+            if len(cache) + len(cands) > RESIZED_CACHE:  # many photo sizes: bounded memory
+                cache.clear()
+            for factor, size in cands:
+                if size not in cache:
+                    cache[size] = resample(k, size)
+                items.append(((idx, size), cache[size], self.fingerprints[idx].label))
+                owners.append((idx, factor))
+        per_fp: list[list[tuple[float, MatchResult]]] = [[] for _ in self.ks]
+        for (idx, factor), r in zip(
+            owners, self._score_transformed(residual, grey, items), strict=True
+        ):
+            per_fp[idx].append((factor, r))
+        return [_best_scale(per_scale, self.threshold) for per_scale in per_fp]
 
     def _batched_zero_shift(
         self, residual: torch.Tensor, grey: torch.Tensor, shape: tuple[int, int]
