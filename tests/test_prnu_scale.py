@@ -296,3 +296,41 @@ def test_batched_scale_search_equals_pairwise(scene):
                     ref = match_residual_scaled(w, g, k, scales, name=fp.label)
                     assert r.to_record() == ref.to_record()
             assert got[0].outcome == "match" and got[1].outcome == "no match"
+
+
+def test_bank_records_equal_the_pre_change_code(scene):
+    """The bank's records are bit for bit those of camid/prnu/match.py before this change
+    (read from git; skipped where the history is not there)."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from camid.prnu.match import FingerprintBank
+    from camid.prnu.residual import residual_and_grey
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        src = subprocess.run(
+            ["git", "-C", str(root), "show", "1ca3f16:camid/prnu/match.py"],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("no git history with the pre-change code")
+    path = scene["root"] / "match_before.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("camid_match_before", path)
+    old = importlib.util.module_from_spec(spec)
+    sys.modules["camid_match_before"] = old
+    spec.loader.exec_module(old)
+    fps = [load_fingerprint(scene["fp_A"]), load_fingerprint(scene["fp_B"])]
+    photo = shoot(make_camera("A", SHAPE, seed=31, strength=0.007, model_seed=4), 404)
+    arrays = [photo, np.ascontiguousarray(np.rot90(photo)), photo[3:150, 9:200]]
+    for rotations in ("auto", "all"):
+        for shift in (False, True):
+            new_bank = FingerprintBank(fps, rotations=rotations, search_shift=shift)
+            old_bank = old.FingerprintBank(fps, rotations=rotations, search_shift=shift)
+            for arr in arrays:
+                w, g = residual_and_grey(arr)
+                got = [(r.to_record(), r.pce, r.ncc) for r in new_bank.score(w, g)]
+                assert got == [(r.to_record(), r.pce, r.ncc) for r in old_bank.score(w, g)]

@@ -505,6 +505,7 @@ def match(
             f"{unmatched} photo(s) matched no fingerprint (PCE <= {threshold:g}): "
             f"{inconclusive} inconclusive ({low:g} < PCE <= {threshold:g}), "
             f"{unmatched - inconclusive} no match (PCE <= {low:g})"
+            + ("; bounds raised per photo for the scales tested" if scale is not False else "")
         )
         code = EXIT_FINDING
     raise typer.Exit(code)
