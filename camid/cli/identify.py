@@ -115,6 +115,14 @@ def register(app: typer.Typer) -> None:
                 "(repeatable; slow: one noise residual per photo).",
             ),
         ] = None,
+        search_scale: Annotated[
+            bool,
+            typer.Option(
+                "--search-scale",
+                help="With -F: the photo may have been resized; search resize factors for the "
+                "PRNU match (threshold raised for the factors tested; see docs/prnu.md).",
+            ),
+        ] = False,
         fail_on_mismatch: Annotated[
             bool,
             typer.Option(
@@ -163,7 +171,9 @@ def register(app: typer.Typer) -> None:
             from camid.prnu.store import load_fingerprint
 
             fps = [load_fingerprint(f) for f in fingerprint]
-            providers.append(PrnuProvider(fps, ident.predictor.device))
+            providers.append(
+                PrnuProvider(fps, ident.predictor.device, search_scale=search_scale)
+            )
             if not any(fp.camera for fp in fps):
                 out.warn(
                     "no fingerprint records its camera model: a PRNU match names the device "

@@ -106,15 +106,20 @@ class PrnuProvider:
     needs_pixels = True
 
     def __init__(self, fingerprints: Sequence[Any], device: Any = "cpu", **options: Any) -> None:
+        """`options` go to FingerprintSet (rotations, search_shift, threshold, search_scale)."""
         from camid.prnu.match import FingerprintSet
 
         self.set = FingerprintSet(fingerprints, device, **options)
 
-    def evidence(self, photo: Photo) -> Evidence | None:
-        """Score the photo's pixels against every fingerprint; InputError if too small."""
+    def evidence(self, photo: Photo, search_scale: Any = None) -> Evidence | None:
+        """Score the photo's pixels against every fingerprint; InputError if too small.
+
+        `search_scale` (True, or resize factors, e.g. from a resampling finding; False: off)
+        overrides the set's scale search for this photo; None keeps it.
+        """
         if photo.pixels is None:
             return None
-        results = self.set.score(photo.pixels, photo.path)
+        results = self.set.score(photo.pixels, photo.path, search_scale)
         fp, best = self.set.best(results)
         detail = {
             "best_fingerprint": best.fingerprint,
@@ -126,6 +131,12 @@ class PrnuProvider:
             "threshold": best.threshold,
             "n_fingerprints": len(results),
         }
+        if best.scale is not None:  # a scale search ran: the factor and the tests it cost
+            detail.update(
+                scale=round(best.scale, 4),
+                n_scales=best.n_scales,
+                single_test_threshold=best.single_test_threshold,
+            )
         if best.decision:
             model = f" of a {fp.camera}" if fp.camera else " (no camera model recorded)"
             reason = f"PRNU matches device {fp.label!r}{model}: PCE {best.pce:.1f} > "
