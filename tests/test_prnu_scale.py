@@ -6,6 +6,7 @@ CLI; the resized queries are resampled with Pillow (bicubic), not by camid.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -17,6 +18,7 @@ from scipy.special import log_ndtr
 
 from camid.cli import main
 from camid.identify.evidence import Photo, PrnuProvider
+from camid.identify.history import Finding
 from camid.prnu.match import (
     DEFAULT_SCALES,
     FingerprintSet,
@@ -180,6 +182,26 @@ def test_provider_search_scale_per_photo(scene):
     on = PrnuProvider(fps, "cpu", search_scale=[0.8])
     assert on.evidence(photo).decisive
     assert not on.evidence(photo, search_scale=False).decisive
+
+
+def test_resampling_finding_turns_the_search_on(scene):
+    """identify -F without --search-scale: a photo whose history found resampling is
+    searched over scale factors by itself, and the record says why."""
+    from camid.identify.history import analyse_history
+
+    fps = [load_fingerprint(scene["fp_A"]), load_fingerprint(scene["fp_B"])]
+    pixels = np.asarray(Image.open(scene["resized_A"]).convert("RGB"))
+    prov = PrnuProvider(fps, "cpu")
+    plain = Photo(scene["resized_A"], "0" * 64, 166, 128, None, pixels)
+    assert not prov.evidence(plain).decisive  # no history: no search
+    resized = Finding("resampled", True, 9.0, 1.25, "resampled (test)")
+    history = dataclasses.replace(analyse_history(pixels), resampled=resized)
+    told = Photo(scene["resized_A"], "0" * 64, 166, 128, None, pixels, history=history)
+    ev = prov.evidence(told)
+    assert ev.decisive and ev.detail["best_fingerprint"] == "A"
+    assert ev.detail["scale_search"] == "on: resampling detected"
+    assert ev.detail["threshold"] >= 60
+    assert not prov.evidence(told, search_scale=False).decisive  # an explicit off wins
 
 
 def test_search_scale_off_is_unchanged(scene):

@@ -95,6 +95,12 @@ def exif_evidence(exif_camera: str | None) -> Evidence:
     )
 
 
+def _resampled(photo: Photo) -> bool:
+    """Whether the photo's history says it was resampled (resized)."""
+    h = photo.history
+    return bool(h is not None and h.resampled.detected)
+
+
 class PrnuProvider:
     """Best PRNU match of a photo against a set of fingerprints, as Evidence.
 
@@ -114,11 +120,15 @@ class PrnuProvider:
     def evidence(self, photo: Photo, search_scale: Any = None) -> Evidence | None:
         """Score the photo's pixels against every fingerprint; InputError if too small.
 
-        `search_scale` (True, or resize factors, e.g. from a resampling finding; False: off)
-        overrides the set's scale search for this photo; None keeps it.
+        `search_scale` (True, or resize factors; False: off) overrides the set's scale search
+        for this photo. None keeps the set's, and turns the search on when the photo's
+        history found resampling (the record's `scale_search` says so).
         """
         if photo.pixels is None:
             return None
+        auto = search_scale is None and self.set.search_scale is None and _resampled(photo)
+        if auto:  # the photo was resized: search the factors (threshold corrected for them)
+            search_scale = True
         results = self.set.score(photo.pixels, photo.path, search_scale)
         fp, best = self.set.best(results)
         detail = {
@@ -136,6 +146,7 @@ class PrnuProvider:
                 scale=round(best.scale, 4),
                 n_scales=best.n_scales,
                 single_test_threshold=best.single_test_threshold,
+                scale_search="on: resampling detected" if auto else "on",
             )
         if best.decision:
             model = f" of a {fp.camera}" if fp.camera else " (no camera model recorded)"
