@@ -25,6 +25,7 @@ from camid.cli.common import (
     gather_inputs,
     output_from,
 )
+from camid.cli.sharding import ShardedBatch, ShardOpt
 from camid.errors import EXIT_FINDING, EXIT_OK, InputError, UsageError
 from camid.report.output import Format
 
@@ -159,17 +160,22 @@ def residual(
     recursive: RecursiveOpt = False,
     ext: ExtOpt = None,
     failed_list: FailedListOpt = None,
+    shard: ShardOpt = None,
     fmt: FormatOpt = Format.auto,
     json_: JsonOpt = False,
     quiet: QuietOpt = 0,
 ) -> None:
-    """Noise residuals of photos (db4 wavelet denoising, grey, CFA zero-mean, DFT Wiener)."""
+    """Noise residuals of photos (db4 wavelet denoising, grey, CFA zero-mean, DFT Wiener).
+
+    Under torchrun each rank writes the residual files of its block; rank 0 lists them all."""
     from camid.prnu.store import save_residual
 
-    out = output_from(fmt, json_, quiet)
+    rank_out = output_from(fmt, json_, quiet)
+    batch = ShardedBatch(rank_out, shard)
     params = _params(sigma, compat)
-    dev = _device(device, threads)
-    paths, failed = gather_inputs(out, inputs, recursive, ext)
+    dev = batch.start(_device(device, threads))
+    paths, failed = batch.inputs(inputs, recursive, ext)
+    out = batch.out  # under torchrun: rows recorded, rank 0 replays them in input order
     for p in out.progress(paths, description="Extracting residuals"):
         try:
             img = _load(p)
@@ -199,8 +205,9 @@ def residual(
                 "camid_version": __version__,
             }
         )
+    out, failed = rank_out, batch.merge(failed)
     out.finish(columns=None if out.machine else RESIDUAL_COLUMNS, title="PRNU residuals")
-    raise typer.Exit(finish_batch(out, failed, failed_list, paths))
+    raise typer.Exit(batch.exit_code(batch.finish(failed, failed_list)))
 
 
 def _residual_np(pixels, params, dev):
@@ -370,10 +377,14 @@ def _load_fingerprints(files: list[Path]):
     return fps
 
 
-def _fingerprint_set(fps, sigma, compat, device, threads, rotations, search_shift, threshold, out):
-    """The library's FingerprintSet from CLI options (residual overrides noted on stderr)."""
+def _fingerprint_set(
+    fps, sigma, compat, device, threads, rotations, search_shift, threshold, out, batch
+):
+    """The library's FingerprintSet from CLI options (residual overrides noted on stderr),
+    on this rank's device (joining the torchrun group when there is one)."""
     from camid.prnu.match import FingerprintSet, query_params
 
+    dev = batch.start(_device(device, threads))  # ranks other than 0 are quiet from here
     try:
         params, notes = query_params(fps, sigma, compat)
     except ValueError as exc:
@@ -382,7 +393,7 @@ def _fingerprint_set(fps, sigma, compat, device, threads, rotations, search_shif
         out.warn(note)
     return FingerprintSet(
         fps,
-        _device(device, threads),
+        dev,
         params=params,
         rotations=rotations,
         search_shift=search_shift,
@@ -420,6 +431,7 @@ def match(
     recursive: RecursiveOpt = False,
     ext: ExtOpt = None,
     failed_list: FailedListOpt = None,
+    shard: ShardOpt = None,
     fmt: FormatOpt = Format.auto,
     json_: JsonOpt = False,
     quiet: QuietOpt = 0,
@@ -433,13 +445,15 @@ def match(
     """
     from camid.prnu.match import INCONCLUSIVE_PCE
 
-    out = output_from(fmt, json_, quiet)
+    rank_out = output_from(fmt, json_, quiet)
+    batch = ShardedBatch(rank_out, shard)
     rotations = _rotations(rotations)
     fps = _load_fingerprints(list(fingerprints or []))
     scorer = _fingerprint_set(
-        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out
+        fps, sigma, compat, device, threads, rotations, search_shift, threshold, rank_out, batch
     )
-    paths, failed = gather_inputs(out, inputs, recursive, ext)
+    paths, failed = batch.inputs(inputs, recursive, ext)
+    out = batch.out  # under torchrun: rows recorded, rank 0 replays them in input order
     unmatched = inconclusive = 0
     for p in out.progress(paths, description="Matching"):
         try:
@@ -461,8 +475,10 @@ def match(
             rec.update(_fp_fields(fp))
             rec["camid_version"] = __version__
             out.record(rec)
+    out, failed = rank_out, batch.merge(failed)
+    unmatched, inconclusive = batch.total(unmatched), batch.total(inconclusive)
     out.finish(columns=None if out.machine else MATCH_COLUMNS, title="PRNU match")
-    code = finish_batch(out, failed, failed_list, paths)
+    code = batch.finish(failed, failed_list)
     if code == EXIT_OK and unmatched and not no_match_ok:
         low = min(INCONCLUSIVE_PCE, threshold)
         out.info(
@@ -471,7 +487,7 @@ def match(
             f"{unmatched - inconclusive} no match (PCE <= {low:g})"
         )
         code = EXIT_FINDING
-    raise typer.Exit(code)
+    raise typer.Exit(batch.exit_code(code))
 
 
 @app.command()
@@ -504,16 +520,21 @@ def matrix(
     recursive: RecursiveOpt = False,
     ext: ExtOpt = None,
     failed_list: FailedListOpt = None,
+    shard: ShardOpt = None,
     fmt: FormatOpt = Format.auto,
     json_: JsonOpt = False,
     quiet: QuietOpt = 0,
 ) -> None:
-    """Fingerprints x photos PCE matrix; with --manifest also AUC, EER, TPR@FPR and top-1."""
+    """Fingerprints x photos PCE matrix; with --manifest also AUC, EER, TPR@FPR and top-1.
+
+    With --shard the rows and statistics are those of the shard's photos; under torchrun
+    each rank scores a block of the photos and rank 0 reports the whole matrix."""
     import numpy as np
 
     from camid.stats.verification import summarize
 
     out = output_from(fmt, json_, quiet)
+    batch = ShardedBatch(out, shard)
     rotations = _rotations(rotations)
     if not 0 < fpr < 1:
         raise UsageError("--fpr must be between 0 and 1")
@@ -532,16 +553,16 @@ def matrix(
     if not items:
         raise UsageError("give photos or a --manifest")
     scorer = _fingerprint_set(
-        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out
+        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out, batch
     )
-    paths, failed = gather_inputs(out, items, recursive, ext)
+    paths, failed = batch.inputs(items, recursive, ext)
     columns, photo_labels, records = [], [], []
-    for p in out.progress(paths, description="Scoring"):
+    for p in batch.out.progress(paths, description="Scoring"):
         try:
             img = _load(p)
             results = scorer.score(img.pixels, p)
         except InputError as exc:
-            out.error(str(exc))
+            batch.out.error(str(exc))
             failed.append(str(p))
             continue
         label = truth.get(p.resolve())
@@ -559,11 +580,14 @@ def matrix(
                     "camid_version": __version__,
                 }
             )
+    failed = batch.merge(failed)  # rank 0 reports every rank's errors, in input order
+    columns, photo_labels = batch.concat(columns), batch.concat(photo_labels)
+    records = batch.concat(records)
     scores = np.asarray(columns, dtype=np.float64).T.reshape(len(fps), len(columns))
     fp_labels = [fp.label for fp in fps]
     summary = summarize(scores, fp_labels, photo_labels, threshold, fpr).to_record()
     summary.update({"fingerprints": len(fps), "photos": len(columns), "camid_version": __version__})
-    if scores_csv is not None:
+    if scores_csv is not None and batch.is_main:
         _write_scores(scores_csv, fp_labels, [r for r in records], len(fps))
     if summary_only and out.fmt == "table":
         out.emit_object(summary, title="PRNU matrix summary")
@@ -572,7 +596,7 @@ def matrix(
     else:
         out.emit(records, columns=None if out.machine else MATRIX_COLUMNS, title="PRNU matrix")
         out.info(_summary_line(summary))
-    raise typer.Exit(finish_batch(out, failed, failed_list, paths))
+    raise typer.Exit(batch.exit_code(batch.finish(failed, failed_list)))
 
 
 def _summary_line(s: dict) -> str:
