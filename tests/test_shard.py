@@ -208,3 +208,56 @@ def test_torchrun_two_ranks_equal_one_process(capsys, prnu_set, model_home, tmp_
         if single.returncode:
             assert f"exitcode  : {single.returncode}" in multi.stderr, name
         assert multi.stderr.count("broken.jpg") == single.stderr.count("broken.jpg"), name
+
+
+def _drop_timing(value):
+    if isinstance(value, dict):
+        return {k: _drop_timing(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [_drop_timing(v) for v in value]
+    return value
+
+
+@pytest.mark.slow
+def test_torchrun_bias_check_feature_pass(tmp_path) -> None:
+    """bias-check's pseudo-camera pass split over 2 gloo ranks == one process's report."""
+    from camid.data.manifest import read_manifest, write_manifest
+    from camid.synth import make_bottles_dataset
+
+    sets = make_bottles_dataset(tmp_path / "b", per_device=4, size=(64, 64), workers=1)
+    rows = []
+    for s in read_manifest(sets["disjoint"]):
+        dst = tmp_path / f"{s.path.stem}.png"
+        Image.open(s.path).save(dst)  # a PNG copy: no EXIF, so cameras come from the pixels
+        rows.append({"path": dst, "label": s.label, "split": s.split})
+    csv_path = write_manifest(rows, tmp_path / "nometa.csv")
+    args = ["bias-check", str(csv_path), "--quick", "--json", "--device", "cpu",
+            "--export-cameras", str(tmp_path / "cams.csv")]  # fmt: skip
+    env = _env(CAMID_HOME=str(tmp_path / "home"))
+    single = subprocess.run([sys.executable, "-m", "camid", *args], env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    single_cams = (tmp_path / "cams.csv").read_text()
+    (tmp_path / "cams.csv").unlink()
+    multi = _torchrun(args, env)
+    report = json.loads(single.stdout)
+    assert report["camera_source"]["kind"] == "pseudo", report["camera_source"]
+    assert _drop_timing(json.loads(multi.stdout)) == _drop_timing(report)
+    assert (tmp_path / "cams.csv").read_text() == single_cams  # written once, by rank 0
+    assert (multi.returncode == 0) == (single.returncode == 0)
+
+
+def test_trace_rows_of_blocks_join_to_the_whole_pass(prnu_set) -> None:
+    """The pseudo-camera feature pass over two blocks, joined, is the pass over all."""
+    import numpy as np
+
+    from camid.audit.pseudo import FAMILIES, TraceRows, trace_rows
+
+    paths = sorted(prnu_set["evidence"].iterdir())  # 5 photos and broken.jpg
+    whole = trace_rows(paths, range(len(paths)))
+    cut = Shard(0, 2).bounds(len(paths))[1]
+    joined = TraceRows.join([trace_rows(paths, range(cut)), trace_rows(paths, range(cut, 6))])
+    assert joined.ok == whole.ok and len(whole.ok) == 5
+    assert list(joined.errors) == list(whole.errors) == [str(prnu_set["evidence"] / "broken.jpg")]
+    assert joined.lattice == whole.lattice and joined.sides == whole.sides
+    for f in FAMILIES:
+        assert np.array_equal(joined.feats[f], whole.feats[f]) and len(whole.feats[f]) == 5
