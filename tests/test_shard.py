@@ -261,3 +261,11 @@ def test_trace_rows_of_blocks_join_to_the_whole_pass(prnu_set) -> None:
     assert joined.lattice == whole.lattice and joined.sides == whole.sides
     for f in FAMILIES:
         assert np.array_equal(joined.feats[f], whole.feats[f]) and len(whole.feats[f]) == 5
+
+
+def test_bias_check_stage_one_under_torchrun_is_a_usage_error(capsys, monkeypatch, tmp_path):
+    """Stage 1 is not split over ranks: a one-line usage error before any group is joined."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    rc, out, err = _run(capsys, "bias-check", str(tmp_path), "--json")
+    assert rc == 2 and out == "" and "--quick" in err and "Traceback" not in err

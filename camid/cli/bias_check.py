@@ -176,8 +176,8 @@ def register(app: typer.Typer) -> None:
         """Prove or clear camera/label leakage: statistics, a trained probe, a verdict.
 
         Exit 1 when a check reaches --fail-on, 0 otherwise (3: unreadable input). Under
-        torchrun the ranks share the pseudo-camera feature pass (and stage 1's training);
-        rank 0 writes the report and files.
+        torchrun (with --quick) the ranks share the pseudo-camera feature pass; rank 0
+        writes the report and files.
         """
         import io
 
@@ -189,6 +189,12 @@ def register(app: typer.Typer) -> None:
         if fail_on.lower() not in ("warn", "fail"):
             raise UsageError("--fail-on must be warn or fail")
         group = ShardGroup()
+        if group.enabled and not quick:
+            raise UsageError(
+                "under torchrun bias-check splits only its pseudo-camera feature pass: add "
+                "--quick (and --export-cameras FILE), then run stage 1 on that manifest in "
+                "one process"
+            )
         if group.enabled:
             from camid.device import resolve_device
 
@@ -241,6 +247,6 @@ def register(app: typer.Typer) -> None:
             out.emit_object({**report.to_dict(), **extra})
         else:
             render_summary(out, report)
-        code = group.broadcast(report.exit_code(fail_on))  # stage 1 may have closed the group
+        code = group.broadcast(report.exit_code(fail_on))
         group.close()
         return code
