@@ -467,9 +467,10 @@ def infer_cameras(
     """
     paths = list(paths)
     if group is not None and group.enabled:
+        parts: list[TraceRows] = []
         block = group.ranks.shard.bounds(len(paths))
-        rows = TraceRows.join(group.gather(trace_rows(paths, range(*block), progress)))
-        res = _cluster(paths, rows, seed, max_k) if group.is_main else None
+        group.collect(trace_rows(paths, range(*block), progress), parts.append)
+        res = _cluster(paths, TraceRows.join(parts), seed, max_k) if group.is_main else None
         return group.broadcast(res)
     return _cluster(paths, trace_rows(paths, range(len(paths)), progress), seed, max_k)
 

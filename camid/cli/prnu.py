@@ -175,7 +175,7 @@ def residual(
     params = _params(sigma, compat)
     dev = batch.start(_device(device, threads))
     paths, failed = batch.inputs(inputs, recursive, ext)
-    out = batch.out  # under torchrun: rows recorded, rank 0 replays them in input order
+    out = batch.out  # under torchrun, other ranks' rows are replayed by rank 0 in order
     for p in out.progress(paths, description="Extracting residuals"):
         try:
             img = _load(p)
@@ -453,7 +453,7 @@ def match(
         fps, sigma, compat, device, threads, rotations, search_shift, threshold, rank_out, batch
     )
     paths, failed = batch.inputs(inputs, recursive, ext)
-    out = batch.out  # under torchrun: rows recorded, rank 0 replays them in input order
+    out = batch.out  # under torchrun, other ranks' rows are replayed by rank 0 in order
     unmatched = inconclusive = 0
     for p in out.progress(paths, description="Matching"):
         try:
@@ -583,6 +583,8 @@ def matrix(
     failed = batch.merge(failed)  # rank 0 reports every rank's errors, in input order
     columns, photo_labels = batch.concat(columns), batch.concat(photo_labels)
     records = batch.concat(records)
+    if not batch.is_main:  # rank 0 holds and reports the whole matrix
+        raise typer.Exit(batch.exit_code(EXIT_OK))
     scores = np.asarray(columns, dtype=np.float64).T.reshape(len(fps), len(columns))
     fp_labels = [fp.label for fp in fps]
     summary = summarize(scores, fp_labels, photo_labels, threshold, fpr).to_record()

@@ -1,9 +1,10 @@
 """`--shard K/N` and torchrun ranks for the batch commands (identify, prnu, bias-check).
 
 A command builds one `ShardedBatch`, takes its inputs from it, runs its loop on
-`batch.out` (the real Output, or under torchrun one that records every row and message),
-then calls `merge`: rank 0 replays every rank's rows and messages in input order, so
-stdout is the single-process output; the other ranks write nothing to stdout.
+`batch.out` (the real Output; on torchrun ranks other than 0 one that records every row
+and message), then calls `merge`: rank 0, having written its own block as it went,
+replays the other ranks' rows and messages rank by rank, so stdout is the single-process
+output in input order; the other ranks write nothing to stdout.
 See docs/scale.md.
 """
 
@@ -109,12 +110,14 @@ class ShardedBatch:
         return self.group.is_main
 
     def start(self, device: Any) -> Any:
-        """Join the torchrun group (if any) and mute every rank but 0; this rank's device."""
+        """Join the torchrun group (if any) and mute every rank but 0; this rank's device.
+
+        Rank 0 writes its own rows as they come (its block is first in input order); the
+        other ranks record theirs for `merge`."""
         device = self.group.start(device)
-        if self.group.enabled:
-            if not self.is_main:
-                self.real.stdout = io.StringIO()
-                self.real.quiet = 2
+        if self.group.enabled and not self.is_main:
+            self.real.stdout = io.StringIO()
+            self.real.quiet = 2
             self.out = RecordingOutput(self.real)
         return device
 
@@ -141,7 +144,7 @@ class ShardedBatch:
         return self.group.ranks.shard.take(paths), list(failed)
 
     def concat(self, items: Sequence[T]) -> list[T]:
-        """Every rank's list joined in rank order (= input order)."""
+        """Every rank's list joined in rank order (= input order) on rank 0."""
         return self.group.concat(items)
 
     def total(self, n: int) -> int:
@@ -149,16 +152,21 @@ class ShardedBatch:
         return self.group.total(n)
 
     def merge(self, failed: Sequence[str]) -> list[str]:
-        """Replay every rank's rows and messages on rank 0; the batch's failed inputs."""
-        if not isinstance(self.out, RecordingOutput):
+        """Rank 0 replays the other ranks' rows and messages after its own, rank by rank;
+        returns the batch's failed inputs (on rank 0: every rank's)."""
+        if not self.group.enabled:
             return list(failed)
-        mine = list(failed)[len(self.expand_failed) :]  # the loop's own failures
-        parts = self.group.gather((self.out.events, mine))
-        if self.is_main:
-            for events, _ in parts:
-                replay(self.real, events)
+        events = self.out.events if isinstance(self.out, RecordingOutput) else []
+        own = list(failed)[len(self.expand_failed) :]  # the loop's own failures
+        merged = list(self.expand_failed)
+
+        def take(part: tuple[list, list[str]]) -> None:
+            replay(self.real, part[0])
+            merged.extend(part[1])
+
+        self.group.collect((events, own), take)
         self.out = self.real
-        return [*self.expand_failed, *(f for _, fs in parts for f in fs)]
+        return merged
 
     def finish(self, failed: Sequence[str], failed_list: Path | None = None) -> int:
         """finish_batch over this shard (rank 0 writes --failed-list)."""

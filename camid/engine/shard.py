@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -104,8 +104,8 @@ class ShardGroup:
     """The ranks of one torchrun job as a batch command sees them (one rank when alone).
 
     `start(device)` joins the process group (gloo on CPU, nccl on CUDA) and returns this
-    rank's device; `gather` / `concat` / `total` / `broadcast` exchange picklable Python
-    values; every method is a cheap no-op for a single process.
+    rank's device; `gather` / `collect` / `concat` / `total` / `broadcast` exchange
+    picklable Python values; every method is a cheap no-op for a single process.
     """
 
     def __init__(self, ranks: Ranks | None = None) -> None:
@@ -145,9 +145,32 @@ class ShardGroup:
 
         return dist.all_gather(value, self._info())
 
+    def collect(self, value: Any, take: Callable[[Any], None]) -> None:
+        """Rank 0 hands its own `value` to `take`, then each other rank's in rank order,
+        received one at a time (so rank 0 holds one rank's part at a time); the other
+        ranks send theirs to rank 0."""
+        if not self._live():
+            take(value)
+            return
+        import torch.distributed as tdist
+
+        if self.is_main:
+            take(value)
+            for r in range(1, self.ranks.world_size):
+                box: list[Any] = [None]
+                tdist.recv_object_list(box, src=r)
+                take(box[0])
+        else:
+            tdist.send_object_list([value], dst=0)
+
     def concat(self, items: Sequence[T]) -> list[T]:
-        """Every rank's list, joined in rank order."""
-        return [x for part in self.gather(list(items)) for x in part]
+        """Every rank's list joined in rank order, on rank 0 (the others get their own)."""
+        if not self.is_main:
+            self.collect(list(items), lambda part: None)
+            return list(items)
+        joined: list[T] = []
+        self.collect(list(items), joined.extend)
+        return joined
 
     def total(self, n: int) -> int:
         """The sum of `n` over the ranks."""
