@@ -6,9 +6,12 @@ thread; one process with two threads; two independent processes (`--shard 1/2` a
 `--shard 2/2` started together, one thread each); and `torchrun --nproc_per_node 2` (gloo,
 one thread each). It prints wall time (process start-up included), images/s, the speed-up
 over the one-thread process, the machine's load average, and checks that the shards'
-ndjson concatenated and the torchrun ndjson both equal the single-process output.
+ndjson concatenated and the torchrun ndjson both equal the single-process output. CPU
+seconds (user + system of the processes, start-up included) say what sharding costs
+whatever else the machine is doing.
 
     python benchmarks/bench_shard.py [--work DIR] [--per-device 10] [--size 256x192]
+        [--only identify|prnu] [--no-two-threads]
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -52,7 +56,7 @@ def _wait(procs: list[subprocess.Popen]) -> list[str]:
     return outs
 
 
-def measure(name: str, args: list[str], n: int, home: Path) -> dict:
+def measure(name: str, args: list[str], n: int, home: Path, two_threads: bool = True) -> dict:
     """Wall time of the four ways of running `args` over n photos (ndjson compared)."""
     args = [*args, "-f", "ndjson", "--device", "cpu"]
     runs: dict[str, dict] = {}
@@ -60,20 +64,25 @@ def measure(name: str, args: list[str], n: int, home: Path) -> dict:
 
     def timed(label: str, procs_fn) -> None:
         nonlocal ref
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         outs = _wait(procs_fn())
         wall = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         text = "".join(outs)
         if ref is None:
             ref = text
         runs[label] = {
             "seconds": round(wall, 2),
             "images_per_s": round(n / wall, 2),
+            "cpu_seconds": round(cpu, 2),
             "same_output": text == ref,
         }
 
     timed("1 process, 1 thread", lambda: [_camid(args, _env(home, 1))])
-    timed("1 process, 2 threads", lambda: [_camid(args, _env(home, 2))])
+    if two_threads:
+        timed("1 process, 2 threads", lambda: [_camid(args, _env(home, 2))])
     timed(
         "2 processes (--shard 1/2, 2/2)",
         lambda: [_camid([*args, "--shard", f"{k}/2"], _env(home, 1)) for k in (1, 2)],
@@ -91,6 +100,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--per-device", type=int, default=10)
     ap.add_argument("--size", default="256x192", help="photo size WxH")
+    ap.add_argument("--only", choices=["identify", "prnu"], default=None)
+    ap.add_argument("--no-two-threads", action="store_true", help="skip 1 process x 2 threads")
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="bench_shard_"))
     w, h = (int(x) for x in a.size.lower().split("x"))
@@ -124,10 +135,13 @@ def main() -> None:
     )  # fmt: skip
     photos = [str(r.path) for r in rows]
     n = len(photos)
-    results = [
-        measure("identify", ["identify", *photos, "--model", "bench", "--workers", "0"], n, home),
-        measure("prnu match", ["prnu", "match", *photos, "-F", str(fp), "--no-match-ok"], n, home),
-    ]
+    results = []
+    if a.only in (None, "identify"):
+        args = ["identify", *photos, "--model", "bench", "--workers", "0"]
+        results.append(measure("identify", args, n, home, not a.no_two_threads))
+    if a.only in (None, "prnu"):
+        args = ["prnu", "match", *photos, "-F", str(fp), "--no-match-ok"]
+        results.append(measure("prnu match", args, n, home, not a.no_two_threads))
     print(
         json.dumps(
             {

@@ -28,6 +28,7 @@ ShardOpt = Annotated[
     str | None,
     typer.Option(
         "--shard",
+        metavar="K/N",
         help="Process only shard K of N (1-based, e.g. 2/4): a contiguous block of the "
         "inputs; the N shards' ndjson outputs concatenated in order are the whole run's.",
     ),
