@@ -180,7 +180,7 @@ def register(app: typer.Typer) -> None:
             f"T={ident.temperature:.3g}, {unknown_below}"
         )
         mismatches = 0
-        rank_out, out = out, batch.out  # under torchrun: rows recorded, rank 0 replays
+        rank_out, out = out, batch.out  # torchrun ranks > 0 record rows for rank 0 to replay
         for res in out.progress(
             ident.identify(paths, providers), total=len(paths), description="Identifying"
         ):
