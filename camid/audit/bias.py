@@ -22,6 +22,7 @@ from camid import __version__
 from camid.audit.association import AssociationReport, associate
 from camid.data.dataset import load_dataset
 from camid.data.manifest import Sample, write_manifest
+from camid.engine.shard import ShardGroup
 from camid.errors import UsageError
 
 SCHEMA_VERSION = 1
@@ -188,10 +189,14 @@ def _association_dict(a: AssociationReport | None) -> dict | None:
 
 # -- cameras ------------------------------------------------------------------------------
 def load_with_cameras(
-    source: str | Path, options: BiasOptions, progress: Progress | None = None
+    source: str | Path,
+    options: BiasOptions,
+    progress: Progress | None = None,
+    group: ShardGroup | None = None,
 ) -> tuple[list[Sample], CameraSource, list[str]]:
     """Load a dataset and give every image a camera, in this order: the manifest's camera
-    column, the folder level `camera_level`, EXIF Make+Model, else pseudo-cameras."""
+    column, the folder level `camera_level`, EXIF Make+Model, else pseudo-cameras (their
+    feature pass split over `group`'s torchrun ranks when given)."""
     ds = load_dataset(
         source,
         label_level=options.label_level,
@@ -217,11 +222,15 @@ def load_with_cameras(
         notes.append(
             f"only {known} of {len(samples)} images have a camera; pseudo-cameras used for all"
         )
-    return (*_pseudo_cameras(samples, options.seed, progress), notes)  # type: ignore[return-value]
+    pseudo = _pseudo_cameras(samples, options.seed, progress, group)
+    return (*pseudo, notes)  # type: ignore[return-value]
 
 
 def _pseudo_cameras(
-    samples: list[Sample], seed: int, progress: Progress | None = None
+    samples: list[Sample],
+    seed: int,
+    progress: Progress | None = None,
+    group: ShardGroup | None = None,
 ) -> tuple[list[Sample], CameraSource]:
     from camid.audit.pseudo import infer_cameras
 
@@ -231,7 +240,7 @@ def _pseudo_cameras(
             if progress is not None:
                 progress(f"pseudo-cameras: {description}", k, total)
 
-    pc = infer_cameras([s.path for s in samples], seed=seed, progress=wrap)
+    pc = infer_cameras([s.path for s in samples], seed=seed, progress=wrap, group=group)
     for s, cam in zip(samples, pc.labels, strict=True):
         s.camera = cam if not pc.weak else None
     info = pc.to_dict()
@@ -380,16 +389,18 @@ def run_bias_check(
     *,
     progress: Progress | None = None,
     events: Callable[[dict], None] | None = None,
+    group: ShardGroup | None = None,
 ) -> BiasReport:
     """Audit a dataset (folder or manifest CSV) for camera/label leakage.
 
     `progress(stage, done, total)` reports long loops; `events` receives the training
-    engine's event dicts during stage 1.
+    engine's event dicts during stage 1. With a `group` of torchrun ranks (every rank
+    calls this), the pseudo-camera feature pass is split over the ranks.
     """
     opts = options or BiasOptions()
     th = opts.thresholds.validate()
     t0 = time.perf_counter()
-    samples, cam_src, notes = load_with_cameras(source, opts, progress)
+    samples, cam_src, notes = load_with_cameras(source, opts, progress, group)
     if not samples:
         raise UsageError(f"{source}: the dataset has no images")
     a = associate(samples, seed=opts.seed, alpha=th.alpha, min_camera_images=th.min_camera_images)

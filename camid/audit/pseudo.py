@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from camid.engine.shard import ShardGroup
 from camid.errors import InputError
 from camid.io.image import load_image
 
@@ -390,47 +391,96 @@ def _one_group(
     )
 
 
+@dataclass
+class TraceRows:
+    """The per-image pass of `infer_cameras` over some of its inputs (picklable, so that
+    torchrun ranks can each read a block and gather the rows): indices of the readable
+    images, their feature rows per family, lattice strengths, shorter sides, and errors."""
+
+    ok: list[int] = field(default_factory=list)
+    feats: dict[str, np.ndarray] = field(default_factory=dict)
+    lattice: list[float] = field(default_factory=list)
+    sides: list[int] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @staticmethod
+    def join(parts: Sequence[TraceRows]) -> TraceRows:
+        """Rows of consecutive blocks joined in order."""
+        done = [p for p in parts if p.feats]
+        return TraceRows(
+            ok=[i for p in parts for i in p.ok],
+            feats={f: np.concatenate([p.feats[f] for p in done]) for f in FAMILIES} if done else {},
+            lattice=[x for p in parts for x in p.lattice],
+            sides=[x for p in parts for x in p.sides],
+            errors={k: v for p in parts for k, v in p.errors.items()},
+        )
+
+
+def trace_rows(
+    paths: Sequence[str | Path], indices: Sequence[int], progress: Progress | None = None
+) -> TraceRows:
+    """Camera-trace features of `paths[i]` for each i in `indices` (the expensive pass)."""
+    # rows are copied into arrays allocated once: keeping many small per-image arrays alive
+    # between the large temporaries of feature extraction fragments the heap (GBs for 1,000)
+    rows = TraceRows()
+    items: Iterable[Any] = ((i, paths[i]) for i in indices)
+    if progress is not None:
+        items = progress(items, len(indices), "camera traces")
+    for i, p in items:
+        try:
+            img = load_image(p)
+        except InputError as exc:
+            rows.errors[str(p)] = exc.reason
+            continue
+        h, w = img.pixels.shape[:2]
+        if min(h, w) < 16:
+            rows.errors[str(p)] = f"image is {w}x{h}, too small to read camera traces"
+            continue
+        fam, strength = image_features(img.pixels)
+        if not rows.feats:
+            rows.feats = {f: np.zeros((len(indices), len(fam[f]))) for f in FAMILIES}
+        for name in FAMILIES:
+            rows.feats[name][len(rows.ok)] = fam[name]
+        del fam, img
+        rows.lattice.append(strength["lattice"])
+        rows.sides.append(min(h, w))
+        rows.ok.append(i)
+    rows.feats = {f: a[: len(rows.ok)] for f, a in rows.feats.items()}
+    return rows
+
+
 def infer_cameras(
     paths: Sequence[str | Path],
     *,
     seed: int = 0,
     max_k: int = 12,
     progress: Progress | None = None,
+    group: ShardGroup | None = None,
 ) -> PseudoCameras:
     """Cluster images by camera traces read from their pixels into pseudo-cameras.
 
     Labels are "cam1".."camK" (cam1 the largest group) per input path, None for files that
     cannot be read (their one-line reasons are in `errors`). Deterministic for a seed.
+    With a `group` of torchrun ranks, each rank reads a contiguous block of the images,
+    rank 0 clusters the gathered rows and every rank gets its result (the same as one
+    process's).
     """
     paths = list(paths)
+    if group is not None and group.enabled:
+        parts: list[TraceRows] = []
+        block = group.ranks.shard.bounds(len(paths))
+        group.collect(trace_rows(paths, range(*block), progress), parts.append)
+        res = _cluster(paths, TraceRows.join(parts), seed, max_k) if group.is_main else None
+        return group.broadcast(res)
+    return _cluster(paths, trace_rows(paths, range(len(paths)), progress), seed, max_k)
+
+
+def _cluster(paths: list, rows: TraceRows, seed: int, max_k: int) -> PseudoCameras:
+    """The statistics of `infer_cameras` on the rows of every image."""
     rng = np.random.default_rng(seed)
-    # rows are copied into arrays allocated once: keeping many small per-image arrays alive
-    # between the large temporaries of feature extraction fragments the heap (GBs for 1,000)
-    feats: dict[str, np.ndarray] = {}
-    lat_strength, sides, ok = [], [], []
-    errors: dict[str, str] = {}
-    items: Iterable[Any] = enumerate(paths)
-    if progress is not None:
-        items = progress(items, len(paths), "camera traces")
-    for i, p in items:
-        try:
-            img = load_image(p)
-        except InputError as exc:
-            errors[str(p)] = exc.reason
-            continue
-        h, w = img.pixels.shape[:2]
-        if min(h, w) < 16:
-            errors[str(p)] = f"image is {w}x{h}, too small to read camera traces"
-            continue
-        fam, strength = image_features(img.pixels)
-        if not feats:
-            feats = {f: np.zeros((len(paths), len(fam[f]))) for f in FAMILIES}
-        for name in FAMILIES:
-            feats[name][len(ok)] = fam[name]
-        del fam, img
-        lat_strength.append(strength["lattice"])
-        sides.append(min(h, w))
-        ok.append(i)
+    feats, lat_strength, sides, ok, errors = (
+        rows.feats, rows.lattice, rows.sides, rows.ok, rows.errors
+    )  # fmt: skip
     n = len(ok)
     if n < MIN_IMAGES:
         why = f"only {n} readable image(s); at least {MIN_IMAGES} are needed to infer cameras"

@@ -175,14 +175,33 @@ def register(app: typer.Typer) -> None:
     ) -> int:
         """Prove or clear camera/label leakage: statistics, a trained probe, a verdict.
 
-        Exit 1 when a check reaches --fail-on, 0 otherwise (3: unreadable input).
+        Exit 1 when a check reaches --fail-on, 0 otherwise (3: unreadable input). Under
+        torchrun (with --quick) the ranks share the pseudo-camera feature pass; rank 0
+        writes the report and files.
         """
+        import io
+
         from camid.audit import bias
+        from camid.engine.shard import ShardGroup
         from camid.errors import UsageError
 
         out = output_from(fmt, json_, quiet)
         if fail_on.lower() not in ("warn", "fail"):
             raise UsageError("--fail-on must be warn or fail")
+        group = ShardGroup()
+        if group.enabled and not quick:
+            raise UsageError(
+                "under torchrun bias-check splits only its pseudo-camera feature pass: add "
+                "--quick (and --export-cameras FILE), then run stage 1 on that manifest in "
+                "one process"
+            )
+        if group.enabled:
+            from camid.device import resolve_device
+
+            group.start(resolve_device(device))
+            if not group.is_main:  # rank 0 alone prints and writes files
+                out.stdout, out.quiet = io.StringIO(), 2
+                export_cameras = write_split = html = None
         options = bias.BiasOptions(
             quick=quick,
             label_level=label_level,
@@ -201,6 +220,7 @@ def register(app: typer.Typer) -> None:
                 options,
                 progress=_progress_hook(out, stack),
                 events=_events_hook(out) if not out.machine else None,
+                group=group,
             )
         extra = {}
         if export_cameras is not None:
@@ -227,4 +247,6 @@ def register(app: typer.Typer) -> None:
             out.emit_object({**report.to_dict(), **extra})
         else:
             render_summary(out, report)
-        return report.exit_code(fail_on)
+        code = group.broadcast(report.exit_code(fail_on))
+        group.close()
+        return code

@@ -16,10 +16,9 @@ from camid.cli.common import (
     JsonOpt,
     QuietOpt,
     RecursiveOpt,
-    finish_batch,
-    gather_inputs,
     output_from,
 )
+from camid.cli.sharding import ShardedBatch, ShardOpt
 from camid.errors import EXIT_FINDING, InputError
 from camid.report.output import Format
 
@@ -138,6 +137,7 @@ def register(app: typer.Typer) -> None:
         recursive: RecursiveOpt = False,
         ext: ExtOpt = None,
         failed_list: FailedListOpt = None,
+        shard: ShardOpt = None,
         device: DeviceOpt = "auto",
         fmt: FormatOpt = Format.auto,
         json_: JsonOpt = False,
@@ -147,15 +147,19 @@ def register(app: typer.Typer) -> None:
         evidence is weak, and an EXIF cross-check (consistent / mismatch / no-exif /
         unknown-camera / inconclusive).
 
-        Exit codes: 0 ok, 1 an EXIF mismatch with --fail-on-mismatch, 3 unreadable inputs."""
+        Exit codes: 0 ok, 1 an EXIF mismatch with --fail-on-mismatch, 3 unreadable inputs.
+        Under torchrun each rank identifies a block of the photos and rank 0 prints them all."""
+        from camid.device import resolve_device
         from camid.identify import Identifier
         from camid.identify.evidence import PrnuProvider
 
         out = output_from(fmt, json_, quiet)
-        paths, failed = gather_inputs(out, inputs, recursive, ext)
+        batch = ShardedBatch(out, shard)
+        dev = batch.start(resolve_device(device))
+        paths, failed = batch.inputs(inputs, recursive, ext)
         ident = Identifier.from_model(
             model,
-            device=device,
+            device=dev,
             unknown_threshold=unknown_threshold,
             min_agreement=min_agreement,
             trace_check=trace_check,
@@ -187,6 +191,7 @@ def register(app: typer.Typer) -> None:
             f"T={ident.temperature:.3g}, {unknown_below}"
         )
         mismatches = 0
+        rank_out, out = out, batch.out  # torchrun ranks > 0 record rows for rank 0 to replay
         for res in out.progress(
             ident.identify(paths, providers), total=len(paths), description="Identifying"
         ):
@@ -213,6 +218,9 @@ def register(app: typer.Typer) -> None:
                 mismatches += 1
                 out.warn(f"{res.path}: {res.exif_note}")
             out.record(rec)
+        out = rank_out
+        failed = batch.merge(failed)
+        mismatches = batch.total(mismatches)
         columns = list(TABLE_COLUMNS)
         if fingerprint:  # with PRNU evidence, who decided and the best match come first
             columns[3:3] = ["decided_by", "prnu"]
@@ -221,7 +229,7 @@ def register(app: typer.Typer) -> None:
             columns=None if out.machine else columns,
             title=f"camera identification by {ident.card.name}: {unknown_below}",
         )
-        code = finish_batch(out, failed, failed_list, paths)
+        code = batch.finish(failed, failed_list)
         if code == 0 and fail_on_mismatch and mismatches:
             code = EXIT_FINDING
-        raise typer.Exit(code)
+        raise typer.Exit(batch.exit_code(code))

@@ -25,6 +25,7 @@ from camid.cli.common import (
     gather_inputs,
     output_from,
 )
+from camid.cli.sharding import ShardedBatch, ShardOpt
 from camid.errors import EXIT_FINDING, EXIT_OK, InputError, UsageError
 from camid.report.output import Format
 
@@ -189,17 +190,22 @@ def residual(
     recursive: RecursiveOpt = False,
     ext: ExtOpt = None,
     failed_list: FailedListOpt = None,
+    shard: ShardOpt = None,
     fmt: FormatOpt = Format.auto,
     json_: JsonOpt = False,
     quiet: QuietOpt = 0,
 ) -> None:
-    """Noise residuals of photos (db4 wavelet denoising, grey, CFA zero-mean, DFT Wiener)."""
+    """Noise residuals of photos (db4 wavelet denoising, grey, CFA zero-mean, DFT Wiener).
+
+    Under torchrun each rank writes the residual files of its block; rank 0 lists them all."""
     from camid.prnu.store import save_residual
 
-    out = output_from(fmt, json_, quiet)
+    rank_out = output_from(fmt, json_, quiet)
+    batch = ShardedBatch(rank_out, shard)
     params = _params(sigma, compat)
-    dev = _device(device, threads)
-    paths, failed = gather_inputs(out, inputs, recursive, ext)
+    dev = batch.start(_device(device, threads))
+    paths, failed = batch.inputs(inputs, recursive, ext)
+    out = batch.out  # under torchrun, other ranks' rows are replayed by rank 0 in order
     for p in out.progress(paths, description="Extracting residuals"):
         try:
             img = _load(p)
@@ -229,8 +235,9 @@ def residual(
                 "camid_version": __version__,
             }
         )
+    out, failed = rank_out, batch.merge(failed)
     out.finish(columns=None if out.machine else RESIDUAL_COLUMNS, title="PRNU residuals")
-    raise typer.Exit(finish_batch(out, failed, failed_list, paths))
+    raise typer.Exit(batch.exit_code(batch.finish(failed, failed_list)))
 
 
 def _residual_np(pixels, params, dev):
@@ -401,11 +408,13 @@ def _load_fingerprints(files: list[Path]):
 
 
 def _fingerprint_set(
-    fps, sigma, compat, device, threads, rotations, search_shift, threshold, out, scale=False
+    fps, sigma, compat, device, threads, rotations, search_shift, threshold, out, batch, scale=False
 ):
-    """The library's FingerprintSet from CLI options (residual overrides noted on stderr)."""
+    """The library's FingerprintSet from CLI options (residual overrides noted on stderr),
+    on this rank's device (joining the torchrun group when there is one)."""
     from camid.prnu.match import FingerprintSet, query_params
 
+    dev = batch.start(_device(device, threads))  # ranks other than 0 are quiet from here
     try:
         params, notes = query_params(fps, sigma, compat)
     except ValueError as exc:
@@ -414,7 +423,7 @@ def _fingerprint_set(
         out.warn(note)
     return FingerprintSet(
         fps,
-        _device(device, threads),
+        dev,
         params=params,
         rotations=rotations,
         search_shift=search_shift,
@@ -455,6 +464,7 @@ def match(
     recursive: RecursiveOpt = False,
     ext: ExtOpt = None,
     failed_list: FailedListOpt = None,
+    shard: ShardOpt = None,
     fmt: FormatOpt = Format.auto,
     json_: JsonOpt = False,
     quiet: QuietOpt = 0,
@@ -468,14 +478,17 @@ def match(
     """
     from camid.prnu.match import INCONCLUSIVE_PCE
 
-    out = output_from(fmt, json_, quiet)
+    rank_out = output_from(fmt, json_, quiet)
+    batch = ShardedBatch(rank_out, shard)
     rotations = _rotations(rotations)
     scale = _search_scale(search_scale, scales)
     fps = _load_fingerprints(list(fingerprints or []))
     scorer = _fingerprint_set(
-        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out, scale
+        fps, sigma, compat, device, threads, rotations, search_shift, threshold, rank_out, batch,
+        scale,
     )
-    paths, failed = gather_inputs(out, inputs, recursive, ext)
+    paths, failed = batch.inputs(inputs, recursive, ext)
+    out = batch.out  # under torchrun, other ranks' rows are replayed by rank 0 in order
     unmatched = inconclusive = 0
     for p in out.progress(paths, description="Matching"):
         try:
@@ -497,8 +510,10 @@ def match(
             rec.update(_fp_fields(fp))
             rec["camid_version"] = __version__
             out.record(rec)
+    out, failed = rank_out, batch.merge(failed)
+    unmatched, inconclusive = batch.total(unmatched), batch.total(inconclusive)
     out.finish(columns=None if out.machine else MATCH_COLUMNS, title="PRNU match")
-    code = finish_batch(out, failed, failed_list, paths)
+    code = batch.finish(failed, failed_list)
     if code == EXIT_OK and unmatched and not no_match_ok:
         low = min(INCONCLUSIVE_PCE, threshold)
         out.info(
@@ -508,7 +523,7 @@ def match(
             + ("; bounds raised per photo for the scales tested" if scale is not False else "")
         )
         code = EXIT_FINDING
-    raise typer.Exit(code)
+    raise typer.Exit(batch.exit_code(code))
 
 
 @app.command()
@@ -543,16 +558,21 @@ def matrix(
     recursive: RecursiveOpt = False,
     ext: ExtOpt = None,
     failed_list: FailedListOpt = None,
+    shard: ShardOpt = None,
     fmt: FormatOpt = Format.auto,
     json_: JsonOpt = False,
     quiet: QuietOpt = 0,
 ) -> None:
-    """Fingerprints x photos PCE matrix; with --manifest also AUC, EER, TPR@FPR and top-1."""
+    """Fingerprints x photos PCE matrix; with --manifest also AUC, EER, TPR@FPR and top-1.
+
+    With --shard the rows and statistics are those of the shard's photos; under torchrun
+    each rank scores a block of the photos and rank 0 reports the whole matrix."""
     import numpy as np
 
     from camid.stats.verification import summarize
 
     out = output_from(fmt, json_, quiet)
+    batch = ShardedBatch(out, shard)
     rotations = _rotations(rotations)
     if not 0 < fpr < 1:
         raise UsageError("--fpr must be between 0 and 1")
@@ -572,18 +592,19 @@ def matrix(
     if not items:
         raise UsageError("give photos or a --manifest")
     scorer = _fingerprint_set(
-        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out, scale
+        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out, batch, scale
     )
-    paths, failed = gather_inputs(out, items, recursive, ext)
+    paths, failed = batch.inputs(items, recursive, ext)
     # photos stream through: per photo only its PCEs (and a CSV row) are kept, the records go
-    # to the output layer (printed at once with ndjson) and are not kept with --summary
+    # to the output layer (printed at once with ndjson; under torchrun rank 0 replays the
+    # other ranks' rows in input order) and are not kept with --summary
     columns, photo_labels, csv_rows = [], [], []
-    for p in out.progress(paths, description="Scoring"):
+    for p in batch.out.progress(paths, description="Scoring"):
         try:
             img = _load(p)
             results = scorer.score(img.pixels, p)
         except InputError as exc:
-            out.error(str(exc))
+            batch.out.error(str(exc))
             failed.append(str(p))
             continue
         label = truth.get(p.resolve())
@@ -594,7 +615,7 @@ def matrix(
         if summary_only:
             continue
         for fp, r in zip(fps, results, strict=True):
-            out.record(
+            batch.out.record(
                 {
                     "path": str(p),
                     "sha256": img.sha256,
@@ -605,6 +626,11 @@ def matrix(
                     "camid_version": __version__,
                 }
             )
+    failed = batch.merge(failed)  # rank 0 reports every rank's errors, in input order
+    columns, photo_labels = batch.concat(columns), batch.concat(photo_labels)
+    csv_rows = batch.concat(csv_rows)
+    if not batch.is_main:  # rank 0 holds and reports the whole matrix
+        raise typer.Exit(batch.exit_code(EXIT_OK))
     scores = np.asarray(columns, dtype=np.float64).T.reshape(len(fps), len(columns))
     fp_labels = [fp.label for fp in fps]
     summary = summarize(scores, fp_labels, photo_labels, threshold, fpr).to_record()
@@ -618,7 +644,7 @@ def matrix(
     else:
         out.finish(columns=None if out.machine else MATRIX_COLUMNS, title="PRNU matrix")
         out.info(_summary_line(summary))
-    raise typer.Exit(finish_batch(out, failed, failed_list, paths))
+    raise typer.Exit(batch.exit_code(batch.finish(failed, failed_list)))
 
 
 def _summary_line(s: dict) -> str:
