@@ -101,6 +101,13 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         name: Annotated[str, typer.Option("--name", "-n", help="Registry name of the model.")],
+        recipe: Annotated[
+            str | None,
+            typer.Option(
+                help="A named recipe (cpu-default, cpu-robust, seed002-gpu; see "
+                "docs/identify.md): fills every setting not given explicitly."
+            ),
+        ] = None,
         arch: Annotated[
             str,
             typer.Option(
@@ -210,6 +217,8 @@ def register(app: typer.Typer) -> None:
         ds = load_dataset(dataset)
         for note in ds.notes:
             out.info(note)
+        from camid.engine.recipes import apply_recipe
+
         cfg = TrainConfig(
             name=name,
             arch=arch,
@@ -232,6 +241,7 @@ def register(app: typer.Typer) -> None:
             pretrained=pretrained,
             overwrite=overwrite,
         )
+        cfg = apply_recipe(cfg, recipe)
         live = _Live(out)
         try:
             with replace_hint("--overwrite"):

@@ -68,6 +68,9 @@ class Photo:
     format: str | None = None
     codec: str | None = None
     """The lossy coding the analysed pixels carry ("JPEG", "HEVC"; None: lossless/raw)."""
+    alteration: Any = None
+    """A manipulation the caller applied and told about (camid.identify.policy.Alteration);
+    what the photo's own history analysis finds takes precedence."""
 
 
 class EvidenceProvider(Protocol):
