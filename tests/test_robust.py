@@ -182,3 +182,14 @@ def test_evaluate_reports_wrong_camera_rate_and_the_deciding_head(robust_model) 
     for c in rep.conditions:
         assert c.wrong_rate == pytest.approx(c.decided_share - c.identified)
     assert rep.summary_rows()[1]["wrong"] == jpeg.wrong_rate
+
+
+def test_cli_recipe_is_checked_before_training(tmp_path: Path, capsys) -> None:
+    from camid.cli import main
+
+    csv = make_fake_cameras(tmp_path / "d", KNOWN[:2], per_camera=3, test_per_camera=1)
+    rc = main(["train", str(csv), "--name", "x", "--recipe", "nope"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown recipe 'nope'" in err and "seed002-gpu" in err
+    rc = main(["train", str(csv), "--name", "x", "--augment", "strong"])
+    assert rc == 2 and "unknown augmentation 'strong'" in capsys.readouterr().err

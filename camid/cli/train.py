@@ -164,6 +164,13 @@ def register(app: typer.Typer) -> None:
                 help="With p=0.5: JPEG 70-90, gamma 0.8-1.2 or resize x0.5/0.8/1.5/2.0.",
             ),
         ] = True,
+        augment: Annotated[
+            str,
+            typer.Option(
+                help="Training manipulations: seed002 (one of the above) or robust (chains of "
+                "re-saves incl. double JPEG 60-95, continuous resizes x0.5-1.6, gamma)."
+            ),
+        ] = "seed002",
         balanced: Annotated[
             bool, typer.Option("--balanced/--no-balanced", help="Class-balanced sampling.")
         ] = True,
@@ -232,6 +239,7 @@ def register(app: typer.Typer) -> None:
             patience=patience,
             d4=d4,
             manipulate=manipulate,
+            augment=augment,
             balanced=balanced,
             val_fraction=val_fraction,
             region=region,
