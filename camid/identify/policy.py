@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from camid.data.augment import Manipulation, parse_manipulations
-from camid.engine.calibration import fit_temperature
-from camid.engine.predict import Aggregate, aggregate
+
+if TYPE_CHECKING:  # the aggregation lives with the network code (torch): imported on use
+    from camid.engine.predict import Aggregate
 
 PIXEL_HEAD = "pixels"
 """The evidence head that reads pixel traces only (TraceNet); a model without evidence
@@ -144,6 +145,8 @@ class PixelRule:
 
     def aggregate(self, logits: np.ndarray, method: str = "mean") -> Aggregate:
         """The pixel head's calibrated aggregate of (V, C) or (V, K, C) view logits."""
+        from camid.engine.predict import aggregate
+
         lg = logits[:, self.index] if logits.ndim == 3 else logits
         return aggregate(lg, self.temperature, method)
 
@@ -197,6 +200,9 @@ def calibrate_altered(
     `logits[kind]` holds (V, C) pixel-head view logits per altered validation photo, with
     `labels[kind]` their true classes.
     """
+    from camid.engine.calibration import fit_temperature
+    from camid.engine.predict import aggregate
+
     all_lg = [lg for k in logits for lg in logits[k]]
     all_y = [y for k in logits for y in labels[k]]
     if not all_lg:
