@@ -355,3 +355,33 @@ def test_library_door_gives_the_cli_records(trained: tuple[Path, Path], capsys) 
     keys = ("path", "camera", "decision", "probability", "reason", "exif_check", "evidence")
     assert [{k: r[k] for k in keys} for r in lib] == [{k: r[k] for k in keys} for r in cli]
     assert ident.rule.threshold == pytest.approx(float(ident.card.calibration["unknown_threshold"]))
+
+
+def test_records_carry_what_happened_to_the_photo(trained, tmp_path: Path, capsys) -> None:
+    """identify's record has the history findings: a small original not resampled (too
+    small to test for a re-save), an x1.5 PNG copy resized (and no JPEG table to test);
+    the table shows the short form."""
+    from PIL import Image
+
+    ds = load_dataset(trained[1] / "cameras.csv")
+    photo = next(s.path for s in ds.samples if s.split == "test" and s.camera in CAMS)
+    with Image.open(photo) as im:
+        px = np.asarray(im.convert("RGB"))
+    h, w = px.shape[:2]
+    big = tmp_path / "big.png"
+    Image.fromarray(px).resize((w * 3 // 2, h * 3 // 2), Image.Resampling.BICUBIC).save(big)
+    rc, recs, err = _identify(capsys, str(photo), str(big))
+    assert rc == 0, err
+    orig, up = recs
+    assert set(orig["history"]) == {"manipulated", "resaved", "resampled", "cropped"}
+    assert orig["history"]["manipulated"] is False
+    assert orig["history"]["resampled"]["detected"] is False
+    assert orig["history"]["resaved"]["detected"] is None  # 128x96: too few 8x8 blocks
+    assert "too small" in orig["history"]["resaved"]["reason"]
+    assert up["history"]["resampled"]["detected"] is True
+    assert up["history"]["resampled"]["estimate"] == pytest.approx(1.5, abs=0.05)
+    assert up["history"]["resaved"]["detected"] is None  # a PNG: no last table
+    assert "resized (x~1.5)" in up["history_summary"]
+    rc = main(["identify", str(photo), str(big), "--model", "fk3", "-f", "table"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "history" in out and "x1.5" in out

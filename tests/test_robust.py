@@ -52,8 +52,10 @@ def test_alterations_from_conditions_and_from_a_history() -> None:
     )
     b = alteration_of(hist)
     assert b == Alteration(True, True, "re-saved at ~Q75, resampled x0.5", "detected")
-    assert b.words().startswith("re-saved and resized")
+    assert b.words() == "re-saved at ~Q75, resampled x0.5"  # the history's own phrase
     assert alteration_of(None) is None
+    hist.resaved.detected = hist.resampled.detected = False
+    assert alteration_of(hist) is None  # nothing found: the combined rule decides
 
 
 def test_crop_condition_and_robust_chains() -> None:
@@ -193,3 +195,32 @@ def test_cli_recipe_is_checked_before_training(tmp_path: Path, capsys) -> None:
     assert rc == 2 and "unknown recipe 'nope'" in err and "seed002-gpu" in err
     rc = main(["train", str(csv), "--name", "x", "--augment", "strong"])
     assert rc == 2 and "unknown augmentation 'strong'" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # the small model above, and 20 synthetic photos of 384x288 (>= 1024 JPEG blocks)
+def test_a_resave_the_history_finds_is_decided_on_pixel_traces(robust_model, tmp_path) -> None:
+    from PIL import Image
+
+    from camid.data.manifest import read_manifest
+    from camid.identify import Identifier
+    from camid.synth import make_camera_dataset
+
+    ident = Identifier.from_model("rb", device="cpu", home=robust_model["home"], workers=0)
+    csv = make_camera_dataset(
+        tmp_path / "cams", per_device=2, flat_per_device=0, size=(384, 288), workers=1
+    )
+    paths = []
+    for k, r in enumerate(read_manifest(csv)[:4]):
+        with Image.open(r.path) as im:  # a real second JPEG file, as a messenger writes it
+            p = tmp_path / f"resaved_{k}.jpg"
+            im.convert("RGB").save(p, "JPEG", quality=70)
+            paths.append(p)
+    recs = [r.to_record() for r in ident.identify(paths)]
+    found = [r for r in recs if r["history"]["resaved"]["detected"]]
+    assert len(found) >= 3  # the history analysis sees the re-saves
+    for rec in found:
+        assert rec["alteration"]["source"] == "detected" and rec["decision_head"] == "pixels"
+        assert rec["alteration"]["summary"].startswith("re-saved")
+        assert rec["decided_by"] in ("cnn:pixels", "none")
+        assert "compression traces not used" in rec["reason"]
+        assert rec["compression_traces"].startswith("overwritten: re-saved")

@@ -24,7 +24,8 @@ from camid.errors import EXIT_FINDING, InputError
 from camid.report.output import Format
 
 TABLE_COLUMNS = [
-    "path", "camera", "probability", "exif_check", "reason", "exif_camera", "agreement",
+    "path", "camera", "probability", "exif_check", "reason", "history", "exif_camera",
+    "agreement",
 ]  # fmt: skip
 """What the table shows, most useful first (camera says 'unknown' when the decision is;
 a narrow terminal leaves out the last columns; JSON and CSV carry every field)."""
@@ -114,6 +115,14 @@ def register(app: typer.Typer) -> None:
                 "(repeatable; slow: one noise residual per photo).",
             ),
         ] = None,
+        search_scale: Annotated[
+            bool,
+            typer.Option(
+                "--search-scale",
+                help="With -F: the photo may have been resized; search resize factors for the "
+                "PRNU match (threshold raised for the factors tested; see docs/prnu.md).",
+            ),
+        ] = False,
         fail_on_mismatch: Annotated[
             bool,
             typer.Option(
@@ -162,7 +171,9 @@ def register(app: typer.Typer) -> None:
             from camid.prnu.store import load_fingerprint
 
             fps = [load_fingerprint(f) for f in fingerprint]
-            providers.append(PrnuProvider(fps, ident.predictor.device))
+            providers.append(
+                PrnuProvider(fps, ident.predictor.device, search_scale=search_scale)
+            )
             if not any(fp.camera for fp in fps):
                 out.warn(
                     "no fingerprint records its camera model: a PRNU match names the device "
@@ -188,6 +199,8 @@ def register(app: typer.Typer) -> None:
                 rec["top"] = ", ".join(f"{t['camera']} {t['probability']:.2f}" for t in res.top)
                 if res.prnu:
                     rec["prnu"] = f"{res.prnu['best_fingerprint']}: PCE {res.prnu['pce']:.1f}"
+                if res.history is not None:  # the table's short form; JSON keeps it all
+                    rec["history"] = res.history.short()
                 heads = [e for e in res.evidence if e.kind == "head"]
                 if heads:
                     rec["traces"] = "; ".join(

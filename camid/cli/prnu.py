@@ -85,6 +85,24 @@ SearchShiftOpt = Annotated[
     ),
 ]
 
+SearchScaleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--search-scale",
+        help="The photo may have been resized: resample the fingerprint to the factor the "
+        "photo's size implies, or (other sizes: crops) to 1.0 and 0.5, 0.6, 2/3, 0.7, 0.75, "
+        "0.8, 0.9; the best PCE wins and the threshold is raised for the scales tested.",
+    ),
+]
+ScalesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scales",
+        help="Comma-separated resize factors for --search-scale instead of the default grid "
+        "(implies --search-scale), e.g. 0.5,0.8.",
+    ),
+]
+
 RESIDUAL_COLUMNS = ["path", "width", "height", "residual_std", "output", "sha256"]
 MATCH_COLUMNS = [
     "path", "fingerprint", "outcome", "pce", "p_value", "sha256", "rotation", "ncc",
@@ -134,6 +152,18 @@ def _rotations(value: str) -> str:
         choices = ", ".join(ROTATION_POLICIES)
         raise UsageError(f"--rotations must be one of {choices}, not {value!r}")
     return v
+
+
+def _search_scale(search_scale: bool, scales: str | None) -> bool | tuple[float, ...]:
+    """The library's search_scale setting from --search-scale / --scales."""
+    if scales is None:
+        return search_scale
+    from camid.prnu.match import check_scales
+
+    try:
+        return check_scales([float(v) for v in scales.split(",") if v.strip()])
+    except ValueError as exc:
+        raise UsageError(f"--scales: {exc}") from exc
 
 
 def _too_small(path: Path, exc: ValueError) -> InputError:
@@ -370,7 +400,9 @@ def _load_fingerprints(files: list[Path]):
     return fps
 
 
-def _fingerprint_set(fps, sigma, compat, device, threads, rotations, search_shift, threshold, out):
+def _fingerprint_set(
+    fps, sigma, compat, device, threads, rotations, search_shift, threshold, out, scale=False
+):
     """The library's FingerprintSet from CLI options (residual overrides noted on stderr)."""
     from camid.prnu.match import FingerprintSet, query_params
 
@@ -387,6 +419,7 @@ def _fingerprint_set(fps, sigma, compat, device, threads, rotations, search_shif
         rotations=rotations,
         search_shift=search_shift,
         threshold=threshold,
+        search_scale=scale,
     )
 
 
@@ -406,6 +439,8 @@ def match(
     threshold: ThresholdOpt = 60.0,
     rotations: RotationsOpt = "auto",
     search_shift: SearchShiftOpt = False,
+    search_scale: SearchScaleOpt = False,
+    scales: ScalesOpt = None,
     no_match_ok: Annotated[
         bool,
         typer.Option(
@@ -435,9 +470,10 @@ def match(
 
     out = output_from(fmt, json_, quiet)
     rotations = _rotations(rotations)
+    scale = _search_scale(search_scale, scales)
     fps = _load_fingerprints(list(fingerprints or []))
     scorer = _fingerprint_set(
-        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out
+        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out, scale
     )
     paths, failed = gather_inputs(out, inputs, recursive, ext)
     unmatched = inconclusive = 0
@@ -469,6 +505,7 @@ def match(
             f"{unmatched} photo(s) matched no fingerprint (PCE <= {threshold:g}): "
             f"{inconclusive} inconclusive ({low:g} < PCE <= {threshold:g}), "
             f"{unmatched - inconclusive} no match (PCE <= {low:g})"
+            + ("; bounds raised per photo for the scales tested" if scale is not False else "")
         )
         code = EXIT_FINDING
     raise typer.Exit(code)
@@ -497,6 +534,8 @@ def matrix(
     ] = None,
     rotations: RotationsOpt = "auto",
     search_shift: SearchShiftOpt = False,
+    search_scale: SearchScaleOpt = False,
+    scales: ScalesOpt = None,
     sigma: SigmaOpt = None,
     compat: CompatOpt = False,
     device: DeviceOpt = "auto",
@@ -517,6 +556,7 @@ def matrix(
     rotations = _rotations(rotations)
     if not 0 < fpr < 1:
         raise UsageError("--fpr must be between 0 and 1")
+    scale = _search_scale(search_scale, scales)
     fps = _load_fingerprints(list(fingerprints or []))
     truth: dict[Path, str | None] = {}
     items = list(inputs or [])
@@ -532,10 +572,12 @@ def matrix(
     if not items:
         raise UsageError("give photos or a --manifest")
     scorer = _fingerprint_set(
-        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out
+        fps, sigma, compat, device, threads, rotations, search_shift, threshold, out, scale
     )
     paths, failed = gather_inputs(out, items, recursive, ext)
-    columns, photo_labels, records = [], [], []
+    # photos stream through: per photo only its PCEs (and a CSV row) are kept, the records go
+    # to the output layer (printed at once with ndjson) and are not kept with --summary
+    columns, photo_labels, csv_rows = [], [], []
     for p in out.progress(paths, description="Scoring"):
         try:
             img = _load(p)
@@ -547,8 +589,12 @@ def matrix(
         label = truth.get(p.resolve())
         columns.append([r.pce for r in results])
         photo_labels.append(label)
+        if scores_csv is not None:
+            csv_rows.append((str(p), img.sha256, label, [r.to_record()["pce"] for r in results]))
+        if summary_only:
+            continue
         for fp, r in zip(fps, results, strict=True):
-            records.append(
+            out.record(
                 {
                     "path": str(p),
                     "sha256": img.sha256,
@@ -564,13 +610,13 @@ def matrix(
     summary = summarize(scores, fp_labels, photo_labels, threshold, fpr).to_record()
     summary.update({"fingerprints": len(fps), "photos": len(columns), "camid_version": __version__})
     if scores_csv is not None:
-        _write_scores(scores_csv, fp_labels, [r for r in records], len(fps))
+        _write_scores(scores_csv, fp_labels, csv_rows)
     if summary_only and out.fmt == "table":
         out.emit_object(summary, title="PRNU matrix summary")
     elif summary_only:
         out.emit([summary], title="PRNU matrix summary")
     else:
-        out.emit(records, columns=None if out.machine else MATRIX_COLUMNS, title="PRNU matrix")
+        out.finish(columns=None if out.machine else MATRIX_COLUMNS, title="PRNU matrix")
         out.info(_summary_line(summary))
     raise typer.Exit(finish_batch(out, failed, failed_list, paths))
 
@@ -591,7 +637,8 @@ def _summary_line(s: dict) -> str:
     )
 
 
-def _write_scores(path: Path, fp_labels: list[str], records: list[dict], n_fp: int) -> None:
+def _write_scores(path: Path, fp_labels: list[str], rows: list[tuple]) -> None:
+    """The PCE matrix as CSV: one row (path, sha256, device, PCE per fingerprint) per photo."""
     import csv
     import io
 
@@ -604,16 +651,8 @@ def _write_scores(path: Path, fp_labels: list[str], records: list[dict], n_fp: i
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "sha256", "device", *map(text, fp_labels)])
-    for j in range(0, len(records), n_fp):
-        row = records[j : j + n_fp]
-        w.writerow(
-            [
-                text(row[0]["path"]),
-                row[0]["sha256"],
-                text(row[0]["device"] or ""),
-                *[r["pce"] for r in row],
-            ]
-        )
+    for p, sha, label, pces in rows:
+        w.writerow([text(p), sha, text(label or ""), *pces])
     write_text_atomic(path, buf.getvalue())
 
 

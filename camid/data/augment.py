@@ -31,13 +31,22 @@ ROBUST_JPEG_RANGE = (60, 95)
 ROBUST_RESIZE_RANGE = (0.5, 1.6)
 
 
-def jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
-    """Re-compress as JPEG (Pillow, in memory, 4:2:0) and decode again."""
+def jpeg_bytes(pixels: np.ndarray, quality: int) -> bytes:
+    """The JPEG file (Pillow, 4:2:0) that `jpeg` decodes: for analyses that read its tables."""
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    with Image.open(buf) as img:
+    return buf.getvalue()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """HxWx3 uint8 pixels of in-memory JPEG bytes."""
+    with Image.open(io.BytesIO(data)) as img:
         return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
+    """Re-compress as JPEG (Pillow, in memory, 4:2:0) and decode again."""
+    return decode_jpeg(jpeg_bytes(pixels, quality))
 
 
 _GAMMA_LUTS: dict[float, np.ndarray] = {}

@@ -17,6 +17,7 @@ from camid.identify.exif_check import (
 )
 
 _LAZY = {"UNKNOWN", "Identification", "Identifier"}
+_HISTORY = {"Finding", "History", "analyse_history"}
 
 
 def __getattr__(name: str):
@@ -26,13 +27,20 @@ def __getattr__(name: str):
         from camid.identify import identifier
 
         return getattr(identifier, name)
+    if name in _HISTORY:  # NumPy/SciPy: what happened to a photo after the camera
+        from camid.identify import history
+
+        return getattr(history, name)
     raise AttributeError(f"module 'camid.identify' has no attribute {name!r}")
 
 __all__ = [
     "EXIF_STATUSES",
     "UNKNOWN",
+    "Finding",
+    "History",
     "Identification",
     "Identifier",
+    "analyse_history",
     "camera_key",
     "exif_cross_check",
     "match_class",

@@ -15,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from camid.identify.history import History
 
 KINDS = ("cnn", "head", "prnu", "exif")
 """cnn: the network's calibrated decision over all views. head: one evidence head of the
@@ -68,9 +71,12 @@ class Photo:
     format: str | None = None
     codec: str | None = None
     """The lossy coding the analysed pixels carry ("JPEG", "HEVC"; None: lossless/raw)."""
+    history: History | None = None
+    """What happened to the photo after the camera (re-saved, resampled, cropped off the
+    JPEG grid), when the identifier analysed it (`camid.identify.history`)."""
     alteration: Any = None
     """A manipulation the caller applied and told about (camid.identify.policy.Alteration);
-    what the photo's own history analysis finds takes precedence."""
+    it takes precedence over what the history analysis finds (it is known)."""
 
 
 class EvidenceProvider(Protocol):
@@ -92,6 +98,12 @@ def exif_evidence(exif_camera: str | None) -> Evidence:
     )
 
 
+def _resampled(photo: Photo) -> bool:
+    """Whether the photo's history says it was resampled (resized)."""
+    h = photo.history
+    return bool(h is not None and h.resampled.detected)
+
+
 class PrnuProvider:
     """Best PRNU match of a photo against a set of fingerprints, as Evidence.
 
@@ -103,15 +115,24 @@ class PrnuProvider:
     needs_pixels = True
 
     def __init__(self, fingerprints: Sequence[Any], device: Any = "cpu", **options: Any) -> None:
+        """`options` go to FingerprintSet (rotations, search_shift, threshold, search_scale)."""
         from camid.prnu.match import FingerprintSet
 
         self.set = FingerprintSet(fingerprints, device, **options)
 
-    def evidence(self, photo: Photo) -> Evidence | None:
-        """Score the photo's pixels against every fingerprint; InputError if too small."""
+    def evidence(self, photo: Photo, search_scale: Any = None) -> Evidence | None:
+        """Score the photo's pixels against every fingerprint; InputError if too small.
+
+        `search_scale` (True, or resize factors; False: off) overrides the set's scale search
+        for this photo. None keeps the set's, and turns the search on when the photo's
+        history found resampling (the record's `scale_search` says so).
+        """
         if photo.pixels is None:
             return None
-        results = self.set.score(photo.pixels, photo.path)
+        auto = search_scale is None and self.set.search_scale is None and _resampled(photo)
+        if auto:  # the photo was resized: search the factors (threshold corrected for them)
+            search_scale = True
+        results = self.set.score(photo.pixels, photo.path, search_scale)
         fp, best = self.set.best(results)
         detail = {
             "best_fingerprint": best.fingerprint,
@@ -123,6 +144,13 @@ class PrnuProvider:
             "threshold": best.threshold,
             "n_fingerprints": len(results),
         }
+        if best.scale is not None:  # a scale search ran: the factor and the tests it cost
+            detail.update(
+                scale=round(best.scale, 4),
+                n_scales=best.n_scales,
+                single_test_threshold=best.single_test_threshold,
+                scale_search="on: resampling detected" if auto else "on",
+            )
         if best.decision:
             model = f" of a {fp.camera}" if fp.camera else " (no camera model recorded)"
             reason = f"PRNU matches device {fp.label!r}{model}: PCE {best.pce:.1f} > "

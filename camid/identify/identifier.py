@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from camid import __version__
-from camid.data.augment import Manipulation
+from camid.data.augment import Manipulation, decode_jpeg, jpeg_bytes
 from camid.engine.data import ViewSpec, extract_views, prefetch_map
 from camid.engine.predict import (
     Aggregate,
@@ -40,6 +40,7 @@ from camid.identify.evidence import (
     fuse,
 )
 from camid.identify.exif_check import exif_cross_check, match_class
+from camid.identify.history import History, analyse_history
 from camid.identify.policy import (
     Alteration,
     PixelRule,
@@ -90,6 +91,8 @@ class Identification:
     decided_by: str = "cnn"
     contradiction: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    history: History | None = None
+    """What happened to the photo after the camera (None: not analysed)."""
 
     @property
     def prnu(self) -> dict | None:
@@ -126,6 +129,9 @@ class Identification:
         }
         if self.prnu is not None:
             rec["prnu"] = self.prnu
+        if self.history is not None:
+            rec["history"] = self.history.to_record()
+            rec["history_summary"] = self.history.summary()
         rec.update(self.extra)
         return rec
 
@@ -148,6 +154,7 @@ class Identifier:
         temperature: float | None = None,
         keep_pixels: bool = False,
         find_grid: bool = False,
+        history: bool = True,
     ) -> None:
         self.card = card
         self.predictor = Predictor(model, card, device, batch_size=batch_size)
@@ -163,6 +170,8 @@ class Identifier:
             raise UsageError(f"the temperature must be a finite number > 0, got {self.temperature}")
         self.keep_pixels = keep_pixels
         self.find_grid = find_grid
+        self.history = history
+        """Analyse each photo's history (re-saved, resampled, cropped) while loading it."""
         self.head_calibration = {
             str(h["name"]): h
             for h in card.calibration.get("heads", [])
@@ -227,7 +236,15 @@ class Identifier:
         raw = read_file_bytes(path)
         img = load_image(path, data=raw, min_side=self.min_side, purpose="camera identification")
         exif_cam = quick_camera(raw)
-        px = img.pixels if manipulation is None else manipulation.apply(img.pixels)
+        data, codec = raw, img.codec  # what the analysed pixels were coded as
+        if manipulation is None:
+            px = img.pixels
+        elif manipulation.kind == "jpeg":  # a real re-save: its own file and tables
+            data = jpeg_bytes(img.pixels, int(manipulation.value))
+            px, codec = decode_jpeg(data), "JPEG"
+        else:  # resized / gamma-mapped pixels held in memory: no longer a JPEG's decode
+            px, data, codec = manipulation.apply(img.pixels), None, None
+        history = analyse_history(px, data, codec) if self.history else None
         kept = img.pixels if self.keep_pixels else None
         if kept is not None and is_raw(path, raw[:32]):  # PRNU reads the sensor's mosaic
             from camid.io.raw import load_raw_mosaic
@@ -249,6 +266,7 @@ class Identifier:
             img.conversion,
             img.format,
             img.codec,
+            history,
         )
         meta.alteration = alteration_from_manipulation(manipulation)
         return meta, views
@@ -420,6 +438,7 @@ class Identifier:
             ),
             contradiction=fused.contradiction,
             extra=self._extra(meta, alteration),
+            history=meta.history,
         )
 
     def _extra(self, meta: Photo, alteration: Alteration | None) -> dict[str, Any]:
@@ -479,10 +498,12 @@ class Identifier:
 
 
 def photo_alteration(meta: Photo) -> Alteration | None:
-    """What happened to a photo: its history analysis when it has one (`meta.history`),
-    else the manipulation the caller applied (`meta.alteration`)."""
-    found = alteration_of(getattr(meta, "history", None))
-    return found if found is not None else getattr(meta, "alteration", None)
+    """What happened to a photo: the manipulation the caller applied and told about
+    (`meta.alteration`: it is known), else what the photo's history analysis found
+    (`meta.history`: a re-save or a resampling), else None."""
+    if meta.alteration is not None:
+        return meta.alteration
+    return alteration_of(meta.history)
 
 
 def compression_traces(fmt: str | None, codec: str | None) -> str:

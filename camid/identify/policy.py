@@ -66,6 +66,8 @@ class Alteration:
 
     def words(self) -> str:
         """Short words for reasons, e.g. "re-saved (JPEG Q70) and resized"."""
+        if self.source == "detected" and self.summary:  # the history's own phrase
+            return self.summary
         names = {"resaved": "re-saved", "resampled": "resized"}
         parts = [names[k] for k in self.kinds]
         text = " and ".join(parts) or "unaltered"
@@ -82,12 +84,15 @@ class Alteration:
 
 
 def alteration_of(history: Any) -> Alteration | None:
-    """An Alteration from a photo history analysis (anything with `.resaved.detected` and
-    `.resampled.detected`, and optionally `.summary()`); None when there is none."""
+    """An Alteration from a photo history analysis (`camid.identify.history.History`, or
+    anything with `.resaved.detected`, `.resampled.detected` and optionally `.summary()`);
+    None when there is none or it found neither a re-save nor a resampling."""
     if history is None:
         return None
     resaved = bool(getattr(getattr(history, "resaved", None), "detected", False))
     resampled = bool(getattr(getattr(history, "resampled", None), "detected", False))
+    if not (resaved or resampled):
+        return None
     summary = history.summary() if callable(getattr(history, "summary", None)) else ""
     return Alteration(resaved, resampled, str(summary), "detected")
 

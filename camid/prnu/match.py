@@ -13,7 +13,10 @@ Conventions (see docs/prnu.md):
   25 < PCE <= 60, ``no match`` otherwise (see `outcome_of` and docs/prnu.md).
 * NCC = Pearson correlation of W_q and I_q * K at the chosen alignment.
 * p-value = false-alarm probability 1 - (1 - Q(sqrt(PCE)))^n for n tested alignments
-  (shifts x orientations), Q the standard normal tail.
+  (shifts x orientations x scales), Q the standard normal tail.
+* Scale search (photos resized after the camera): the fingerprint is resampled to each
+  candidate size (`scale_candidates`), the best PCE is kept, and the match and inconclusive
+  thresholds are raised for the m scales tested (`corrected_threshold`, Bonferroni).
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import log_ndtr
+from scipy.special import log_ndtr, ndtri_exp
 
 from camid.errors import InputError
 from camid.prnu.fingerprint import Fingerprint
@@ -55,8 +59,32 @@ def outcome_of(
     return "no match"
 EXCLUSION = 11
 ROTATION_POLICIES = ("auto", "all", "none")
+DEFAULT_SCALES: tuple[float, ...] = (0.5, 0.6, 2 / 3, 0.7, 0.75, 0.8, 0.9)
+"""Resize factors tried by the scale search for a photo whose size is not a resized copy of
+the fingerprint's (a crop, perhaps of a resized photo), besides 1.0: half size, the common
+web/messenger factors 0.6-0.9 and 2/3. A photo whose size is a resized copy of the
+fingerprint's is tested only at the factor its size implies."""
+SCALE_RANGE = (0.1, 4.0)
+"""Allowed resize factors (a factor outside this range is a usage error)."""
+RESIZED_CACHE = 16
+"""Resampled copies of one fingerprint kept between photos (one per target size)."""
+
+
+def scales_of(search_scale: bool | Sequence[float] | None) -> tuple[float, ...] | None:
+    """The resize factors a `search_scale` setting means: None (off) for False/None, () for
+    True (the default rule of `scale_candidates`), else the validated factors given."""
+    if search_scale is None or search_scale is False:
+        return None
+    if search_scale is True:
+        return ()
+    return check_scales(search_scale)
+
+
 SURFACE_BUDGET = 256 << 20
 """Bytes of correlation surfaces computed at once in the batched path."""
+SPECTRA_BUDGET = 1 << 30
+"""Bytes of cached spectra of rotated or cropped fingerprints kept by one FingerprintBank
+(the same-size, unrotated spectra are always kept)."""
 
 # (quarter turns counter-clockwise, then transpose?) -> name; applied to the sensor grid,
 # the name says how the photo's pixel grid relates to the fingerprint's.
@@ -93,6 +121,87 @@ def p_value_from_pce(pce: float, n_tests: int = 1) -> tuple[float, float]:
         fa = -math.expm1(n * math.log1p(-p1)) if p1 < 1.0 else 1.0
         log_fa = math.log(fa) if fa > 0 else -math.inf
     return math.exp(log_fa), log_fa / math.log(10.0)
+
+
+def corrected_threshold(threshold: float, n_tests: int) -> float:
+    """The PCE threshold with the same false-alarm probability over `n_tests` tests as
+    `threshold` has for one (Bonferroni on the Gaussian tail of sqrt(PCE)).
+
+    With Q the standard normal tail: t_n = (Q^-1(Q(sqrt(t)) / n))^2; t for n <= 1 (or t <= 0).
+    E.g. 60 -> 64.5 for 10 tests, 69.1 for 100.
+    """
+    n = int(n_tests)
+    if n <= 1 or threshold <= 0:
+        return float(threshold)
+    log_p = float(log_ndtr(-math.sqrt(threshold))) - math.log(n)
+    return float(ndtri_exp(log_p)) ** 2
+
+
+def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    """Validated resize factors (finite, within SCALE_RANGE); ValueError otherwise."""
+    out = []
+    for s in scales:
+        f = float(s)
+        if not math.isfinite(f) or not SCALE_RANGE[0] <= f <= SCALE_RANGE[1]:
+            lo, hi = SCALE_RANGE
+            raise ValueError(f"a resize factor must be between {lo:g} and {hi:g}, not {s!r}")
+        out.append(f)
+    if not out:
+        raise ValueError("give at least one resize factor")
+    return tuple(out)
+
+
+def implied_scales(
+    photo_shape: tuple[int, int], fp_shape: tuple[int, int]
+) -> list[tuple[float, tuple[int, int]]]:
+    """(factor, target size) when the photo's size is the fingerprint's resized by one factor.
+
+    Both orientations are tried (a photo stored rotated by 90 degrees); the target size is in
+    the fingerprint's orientation and equals the photo's size up to that rotation. The factors
+    of height and width must agree to within the rounding of a resize (1.5 pixels).
+    """
+    hk, wk = fp_shape
+    found: list[tuple[float, tuple[int, int]]] = []
+    for a, b in ((photo_shape[0], photo_shape[1]), (photo_shape[1], photo_shape[0])):
+        sh, sw = a / hk, b / wk
+        if abs(sh - sw) * max(hk, wk) <= 1.5 and (a, b) not in [t for _, t in found]:
+            f = (sh + sw) / 2
+            if SCALE_RANGE[0] <= f <= SCALE_RANGE[1]:
+                found.append((f, (a, b)))
+    return found
+
+
+def scale_candidates(
+    photo_shape: tuple[int, int], fp_shape: tuple[int, int], scales: Sequence[float] = ()
+) -> list[tuple[float, tuple[int, int]]]:
+    """The (factor, fingerprint target size) pairs the scale search tests, distinct sizes.
+
+    Default (`scales` empty): a photo whose size is the fingerprint's resized
+    (`implied_scales`) is tested at that factor only, any other photo (a crop) at 1.0 and at
+    DEFAULT_SCALES. Factors given are tested besides the implied ones and 1.0 (a crop that
+    keeps the aspect ratio has an implied factor that is not its resize factor).
+    """
+    implied = implied_scales(photo_shape, fp_shape)
+    if implied and not scales:
+        return implied
+    hk, wk = fp_shape
+    out: list[tuple[float, tuple[int, int]]] = list(implied)
+    for f in (1.0, *(scales or DEFAULT_SCALES)):
+        target = (max(1, round(f * hk)), max(1, round(f * wk)))
+        if target not in [t for _, t in out]:
+            out.append((float(f), target))
+    return out
+
+
+def resample(k: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A fingerprint (H, W) resampled to `size` (bilinear, antialiased when shrinking; pixel
+    centres mapped as PIL and OpenCV do)."""
+    if tuple(k.shape) == tuple(size):
+        return k
+    y = torch.nn.functional.interpolate(
+        k[None, None], size=size, mode="bilinear", align_corners=False, antialias=True
+    )
+    return y[0, 0]
 
 
 def _neighbourhood(n: int, centre: int, size: int, device: torch.device) -> torch.Tensor:
@@ -203,6 +312,11 @@ class MatchResult:
     threshold: float = DEFAULT_THRESHOLD
     extra: dict = field(default_factory=dict)
     inconclusive_above: float = INCONCLUSIVE_PCE
+    scale: float | None = None
+    """With a scale search: the resize factor of the best PCE (None: no search)."""
+    n_scales: int = 1
+    single_test_threshold: float | None = None
+    """With a scale search: the threshold before the correction for the scales tested."""
 
     @property
     def outcome(self) -> str:
@@ -211,7 +325,7 @@ class MatchResult:
 
     def to_record(self) -> dict:
         """Flat, JSON-ready fields (snake_case, numbers stay numbers)."""
-        return {
+        rec = {
             "fingerprint": self.fingerprint,
             "pce": round(self.pce, 3),
             "ncc": round(self.ncc, 6),
@@ -227,6 +341,11 @@ class MatchResult:
             "compared_size": f"{self.compared_size[1]}x{self.compared_size[0]}",
             "n_tests": self.n_tests,
         }
+        if self.scale is not None:  # only with a scale search: records are unchanged without
+            rec["scale"] = round(self.scale, 4)
+            rec["n_scales"] = self.n_scales
+            rec["single_test_threshold"] = self.single_test_threshold
+        return rec
 
 
 def _centre_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -243,27 +362,28 @@ def _surface(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft2(torch.conj(fx) * fy, s=s)
 
 
-def _score_one_orientation(
-    w: torch.Tensor, i: torch.Tensor, k: torch.Tensor, search_shift: bool, exclusion: int
-) -> tuple[float, float, tuple[int, int] | None, str | None, int, tuple[int, int]]:
-    """(pce, ncc, shift, note, n_tests, compared size) for one orientation of K."""
-    h, wd = w.shape
-    hk, wk = k.shape
+@dataclass(frozen=True)
+class _Plan:
+    """How a photo of one size meets one orientation of a fingerprint."""
+
+    kind: str
+    """'same' (equal sizes), 'shift' (offsets searched) or 'crop' (both centre-cropped)."""
+    size: tuple[int, int]
+    """The compared size (h, w)."""
+    fft: tuple[int, int]
+    """The size of the correlation surface: the fingerprint side (after a crop)."""
+    note: str | None
+    n: int
+
+
+def _plan(photo: tuple[int, int], fp: tuple[int, int], search_shift: bool) -> _Plan:
+    """The comparison of a photo of size `photo` with a fingerprint of size `fp` (h, w)."""
+    h, wd = photo
+    hk, wk = fp
     if (h, wd) == (hk, wk):
-        x = w * i
-        x = x - x.mean()
-        c = _surface(x, k - k.mean())
-        pce, _, _ = pce_from_surface(c, exclusion=exclusion)
-        return pce, ncc(w, i * k), None, None, 1, (h, wd)
+        return _Plan("same", (h, wd), (hk, wk), None, 1)
     if search_shift and h <= hk and wd <= wk:
-        x = w * i
-        x = x - x.mean()  # zero padding after the mean is removed over the query only
-        c = _surface(x, k - k.mean())
-        pce, _, (dy, dx) = pce_from_surface(c, search=(hk - h, wk - wd), exclusion=exclusion)
-        kc = k[dy : dy + h, dx : dx + wd]
-        note = f"photo {wd}x{h} searched inside the fingerprint's {wk}x{hk}: offset x={dx} y={dy}"
-        n = (hk - h + 1) * (wk - wd + 1)
-        return pce, ncc(w, i * kc), (dy, dx), note, n, (h, wd)
+        return _Plan("shift", (h, wd), (hk, wk), None, (hk - h + 1) * (wk - wd + 1))
     ch, cw = min(h, hk), min(wd, wk)
     parts = []
     if (h, wd) != (ch, cw):
@@ -273,12 +393,71 @@ def _score_one_orientation(
     note = f"sizes differ: centre-cropped {' and '.join(parts)} to {cw}x{ch}"
     if search_shift:
         note += " (shift search needs a photo no larger than the fingerprint)"
-    wc, ic, kc = _centre_crop(w, ch, cw), _centre_crop(i, ch, cw), _centre_crop(k, ch, cw)
-    x = wc * ic
-    x = x - x.mean()
-    c = _surface(x, kc - kc.mean())
-    pce, _, _ = pce_from_surface(c, exclusion=exclusion)
-    return pce, ncc(wc, ic * kc), None, note, 1, (ch, cw)
+    return _Plan("crop", (ch, cw), (ch, cw), note, 1)
+
+
+def _query_side(
+    w: torch.Tensor, i: torch.Tensor, plan: _Plan
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(X = W I with its mean removed, W, I) as compared under `plan`."""
+    if plan.kind == "crop":
+        w, i = _centre_crop(w, *plan.size), _centre_crop(i, *plan.size)
+    x = w * i
+    x = x - x.mean()  # with a shift search: zero padding after the mean is removed
+    return x, w, i
+
+
+def _fp_side(k: torch.Tensor, plan: _Plan) -> torch.Tensor:
+    """The part of one orientation of K that is compared under `plan` (a view)."""
+    return _centre_crop(k, *plan.size) if plan.kind == "crop" else k
+
+
+def _peak(
+    c: torch.Tensor, plan: _Plan, exclusion: int
+) -> tuple[float, tuple[int, int] | None, str | None]:
+    """(pce, shift, note) of a correlation surface compared under `plan`."""
+    if plan.kind != "shift":
+        pce, _, _ = pce_from_surface(c, exclusion=exclusion)
+        return pce, None, plan.note
+    (h, wd), (hk, wk) = plan.size, plan.fft
+    pce, _, (dy, dx) = pce_from_surface(c, search=(hk - h, wk - wd), exclusion=exclusion)
+    note = f"photo {wd}x{h} searched inside the fingerprint's {wk}x{hk}: offset x={dx} y={dy}"
+    return pce, (dy, dx), note
+
+
+def _ncc_at(
+    w: torch.Tensor, i: torch.Tensor, k: torch.Tensor, plan: _Plan, shift: tuple[int, int] | None
+) -> float:
+    """NCC of the photo (w, i) and one orientation k of K, compared under `plan` at `shift`."""
+    if plan.kind == "crop":
+        w, i = _centre_crop(w, *plan.size), _centre_crop(i, *plan.size)
+    k = _fp_side(k, plan)
+    if shift is not None:
+        dy, dx = shift
+        k = k[dy : dy + plan.size[0], dx : dx + plan.size[1]]
+    return ncc(w, i * k)
+
+
+def _score_one_orientation(
+    w: torch.Tensor, i: torch.Tensor, k: torch.Tensor, search_shift: bool, exclusion: int
+) -> tuple[float, float, tuple[int, int] | None, str | None, int, tuple[int, int]]:
+    """(pce, ncc, shift, note, n_tests, compared size) for one orientation of K."""
+    plan = _plan(_hw(w), _hw(k), search_shift)
+    x, _, _ = _query_side(w, i, plan)
+    kq = _fp_side(k, plan)
+    c = _surface(x, kq - kq.mean())
+    pce, shift, note = _peak(c, plan, exclusion)
+    return pce, _ncc_at(w, i, k, plan, shift), shift, note, plan.n, plan.size
+
+
+def _hw(x: torch.Tensor) -> tuple[int, int]:
+    return int(x.shape[-2]), int(x.shape[-1])
+
+
+def transformed_shape(shape: tuple[int, int], turns: int, transpose: bool) -> tuple[int, int]:
+    """The (h, w) of a plane of `shape` after `apply_transform(., turns, transpose)`."""
+    h, w = int(shape[0]), int(shape[1])
+    return (w, h) if (turns % 2 == 1) != transpose else (h, w)
 
 
 def candidate_transforms(
@@ -305,13 +484,21 @@ def match_residual(
 ) -> MatchResult:
     """Compare one query residual (H, W) and its grey pixels with a fingerprint K."""
     k = k.to(device=residual.device, dtype=torch.float32)
-    best = None
-    n_total = 0
+    scored = []
     for turns, tr in candidate_transforms(tuple(residual.shape), tuple(k.shape), rotations):
         kt = apply_transform(k, turns, tr)
-        pce, rho, shift, note, n, size = _score_one_orientation(
-            residual, grey, kt, search_shift, exclusion
+        scored.append(
+            ((turns, tr), _score_one_orientation(residual, grey, kt, search_shift, exclusion))
         )
+    return _best_of(name, scored, threshold)
+
+
+def _best_of(name: str, scored: list, threshold: float) -> MatchResult:
+    """The MatchResult of the orientation with the highest PCE (the first on ties); `scored`
+    holds ((turns, transpose), (pce, ncc, shift, note, n, size)) in the order tried."""
+    best = None
+    n_total = 0
+    for (turns, tr), (pce, rho, shift, note, n, size) in scored:
         n_total += n
         if best is None or pce > best[0]:
             best = (pce, rho, shift, note, size, transform_name(turns, tr))
@@ -334,11 +521,85 @@ def match_residual(
     )
 
 
+def match_residual_scaled(
+    residual: torch.Tensor,
+    grey: torch.Tensor,
+    k: torch.Tensor,
+    scales: Sequence[float] = (),
+    *,
+    name: str = "fingerprint",
+    rotations: str = "auto",
+    search_shift: bool = False,
+    threshold: float = DEFAULT_THRESHOLD,
+    exclusion: int = EXCLUSION,
+    resized: dict | None = None,
+) -> MatchResult:
+    """`match_residual` over the resize factors of `scale_candidates` (`scales` empty: the
+    default rule): the best PCE wins.
+
+    The fingerprint is resampled to each candidate size (`resample`; `resized`, a dict keyed
+    by size, caches them across calls). `n_tests` counts every alignment of every scale; the
+    match and inconclusive thresholds are corrected for the m scales (`corrected_threshold`).
+    """
+    k = k.to(device=residual.device, dtype=torch.float32)
+    scales = check_scales(scales) if scales else ()
+    cands = scale_candidates(tuple(residual.shape), tuple(k.shape), scales)
+    per_scale = []
+    for factor, size in cands:
+        if resized is not None and size in resized:
+            kr = resized[size]
+        else:
+            kr = resample(k, size)
+            if resized is not None:
+                resized[size] = kr
+        r = match_residual(
+            residual,
+            grey,
+            kr,
+            name=name,
+            rotations=rotations,
+            search_shift=search_shift,
+            threshold=threshold,
+            exclusion=exclusion,
+        )
+        per_scale.append((factor, r))
+    return _best_scale(per_scale, threshold)
+
+
+def _best_scale(per_scale: list[tuple[float, MatchResult]], threshold: float) -> MatchResult:
+    """The result of the scale with the highest PCE (the first on ties), its thresholds
+    corrected for the scales tested and its p-value for every alignment of every scale."""
+    best: tuple[float, MatchResult] | None = None
+    n_total = 0
+    for factor, r in per_scale:
+        n_total += r.n_tests
+        if best is None or r.pce > best[1].pce:
+            best = (factor, r)
+    assert best is not None
+    factor, r = best
+    m = len(per_scale)
+    r.scale = factor
+    r.n_scales = m
+    r.single_test_threshold = threshold
+    r.threshold = corrected_threshold(threshold, m)
+    r.inconclusive_above = corrected_threshold(INCONCLUSIVE_PCE, m)
+    r.decision = r.pce > r.threshold
+    r.n_tests = n_total
+    r.p_value, r.log10_p_value = p_value_from_pce(r.pce, n_total)
+    if factor != 1.0:
+        r.crop_note = f"fingerprint resampled x{factor:.4g}" + (
+            f"; {r.crop_note}" if r.crop_note else ""
+        )
+    return r
+
 class FingerprintBank:
     """Fingerprints held on a device, scored against one photo at a time.
 
     Fingerprints with the photo's exact size are scored together: one FFT of the photo,
-    cached FFTs of the fingerprints, one batched inverse FFT (the many-to-many path).
+    cached FFTs of the fingerprints, one batched inverse FFT (the many-to-many path). Other
+    photos (rotated, cropped, `rotations="all"`) are scored the same way per orientation and
+    compared size, from cached spectra of the rotated or cropped fingerprints. Memory depends
+    on the fingerprints and the budgets, never on the number of photos scored.
     """
 
     def __init__(
@@ -350,9 +611,12 @@ class FingerprintBank:
         search_shift: bool = False,
         threshold: float = DEFAULT_THRESHOLD,
         exclusion: int = EXCLUSION,
+        search_scale: bool | Sequence[float] = False,
     ) -> None:
         if rotations not in ROTATION_POLICIES:
             raise ValueError(f"rotations must be one of {ROTATION_POLICIES}, got {rotations!r}")
+        self.scales = scales_of(search_scale)
+        self._resized: dict[int, dict] = {}
         self.fingerprints = list(fingerprints)
         self.device = torch.device(device)
         self.rotations = rotations
@@ -368,6 +632,8 @@ class FingerprintBank:
             self.groups.setdefault((int(k.shape[0]), int(k.shape[1])), []).append(idx)
         self._spectra: dict[tuple[int, int], torch.Tensor] = {}
         self._stacks: dict[tuple[int, int], torch.Tensor] = {}
+        self._oriented: dict[tuple, torch.Tensor] = {}
+        self.spectra_budget = SPECTRA_BUDGET
 
     def _group_stack(self, shape: tuple[int, int]) -> torch.Tensor:
         if shape not in self._stacks:
@@ -384,10 +650,21 @@ class FingerprintBank:
             self._spectra[shape] = torch.fft.rfft2(stack)
         return self._spectra[shape]
 
-    def score(self, residual: torch.Tensor, grey: torch.Tensor) -> list[MatchResult]:
-        """One MatchResult per fingerprint (in the bank's order) for a residual and its grey."""
+    def score(
+        self,
+        residual: torch.Tensor,
+        grey: torch.Tensor,
+        search_scale: bool | Sequence[float] | None = None,
+    ) -> list[MatchResult]:
+        """One MatchResult per fingerprint (in the bank's order) for a residual and its grey.
+
+        `search_scale` overrides the bank's scale search for this photo (None: the bank's).
+        """
         residual = residual.to(self.device, torch.float32)
         grey = grey.to(self.device, torch.float32)
+        scales = self.scales if search_scale is None else scales_of(search_scale)
+        if scales is not None:
+            return self._score_scaled(residual, grey, scales)
         shape = (int(residual.shape[0]), int(residual.shape[1]))
         results: list[MatchResult | None] = [None] * len(self.ks)
         if shape in self.groups and self.rotations != "all":
@@ -406,19 +683,118 @@ class FingerprintBank:
                     compared_size=shape,
                     threshold=self.threshold,
                 )
-        for idx, res in enumerate(results):
-            if res is None:
-                results[idx] = match_residual(
-                    residual,
-                    grey,
-                    self.ks[idx],
-                    name=self.fingerprints[idx].label,
-                    rotations=self.rotations,
-                    search_shift=self.search_shift,
-                    threshold=self.threshold,
-                    exclusion=self.exclusion,
-                )
+        rest = [idx for idx, res in enumerate(results) if res is None]
+        if rest:
+            items = [(idx, self.ks[idx], self.fingerprints[idx].label) for idx in rest]
+            for idx, res in zip(rest, self._score_transformed(residual, grey, items), strict=True):
+                results[idx] = res
         return [r for r in results if r is not None]
+
+    def _score_transformed(
+        self, residual: torch.Tensor, grey: torch.Tensor, items: list[tuple[Any, torch.Tensor, str]]
+    ) -> list[MatchResult]:
+        """`match_residual` for each (key, K, name) item (same numbers, bit for bit), with
+        the work shared: every (item, orientation) pair compared the same way is in one
+        group, the photo's FFT is taken once per group, the items' spectra come from a
+        cache keyed by `key`, size and orientation (computed once per run while they fit in
+        `spectra_budget`), and the surfaces of a group come from one batched inverse FFT."""
+        shape = _hw(residual)
+        ks = {key: k for key, k, _ in items}
+        tried: dict[Any, list[tuple[int, bool]]] = {}
+        groups: dict[_Plan, list[tuple[Any, int, bool]]] = {}
+        for key, k, _ in items:
+            tried[key] = candidate_transforms(shape, _hw(k), self.rotations)
+            for turns, tr in tried[key]:
+                plan = _plan(shape, transformed_shape(_hw(k), turns, tr), self.search_shift)
+                groups.setdefault(plan, []).append((key, turns, tr))
+        scored: dict[tuple[Any, int, bool], tuple] = {}
+        for plan, members in groups.items():
+            x, _, _ = _query_side(residual, grey, plan)
+            fx = torch.conj(torch.fft.rfft2(x, s=plan.fft))
+            per = max(1, SURFACE_BUDGET // (plan.fft[0] * plan.fft[1] * 4 * 3))
+            for s0 in range(0, len(members), per):
+                chunk = tuple(members[s0 : s0 + per])
+                spectra = self._oriented_spectra(plan, chunk, ks)
+                c = torch.fft.irfft2(fx[None] * spectra, s=plan.fft)
+                for j, (key, turns, tr) in enumerate(chunk):
+                    scored[(key, turns, tr)] = (*_peak(c[j], plan, self.exclusion), plan)
+        out = []
+        for key, k, name in items:
+            best = None
+            n_total = 0
+            for turns, tr in tried[key]:
+                pce, shift, note, plan = scored[(key, turns, tr)]
+                n_total += plan.n
+                if best is None or pce > best[0]:
+                    best = (pce, shift, note, plan, turns, tr)
+            assert best is not None
+            pce, shift, note, plan, turns, tr = best  # NCC only for the orientation reported
+            rho = _ncc_at(residual, grey, apply_transform(k, turns, tr), plan, shift)
+            p, log10p = p_value_from_pce(pce, n_total)
+            out.append(
+                MatchResult(
+                    fingerprint=name,
+                    pce=pce,
+                    ncc=rho,
+                    p_value=p,
+                    log10_p_value=log10p,
+                    decision=pce > self.threshold,
+                    rotation=transform_name(turns, tr),
+                    shift=shift,
+                    crop_note=note,
+                    n_tests=n_total,
+                    compared_size=plan.size,
+                    threshold=self.threshold,
+                )
+            )
+        return out
+
+    def _oriented_spectra(
+        self, plan: _Plan, chunk: tuple[tuple[Any, int, bool], ...], ks: dict[Any, torch.Tensor]
+    ) -> torch.Tensor:
+        """Stacked spectra of the fingerprint sides of (key, turns, transpose) under `plan`
+        (K = ks[key]), cached (least recently used out first) within `spectra_budget` bytes."""
+        key = (plan.kind, plan.size, plan.fft, chunk)
+        stack = self._oriented.pop(key, None)
+        if stack is None:
+            parts = []
+            for item, turns, tr in chunk:
+                kq = _fp_side(apply_transform(ks[item], turns, tr), plan)
+                parts.append(torch.fft.rfft2(kq - kq.mean()))
+            stack = torch.stack(parts)
+        self._oriented[key] = stack  # most recently used last
+        nbytes = sum(t.numel() * t.element_size() for t in self._oriented.values())
+        while nbytes > self.spectra_budget and len(self._oriented) > 1:
+            old = self._oriented.pop(next(iter(self._oriented)))
+            nbytes -= old.numel() * old.element_size()
+        if nbytes > self.spectra_budget:  # one stack alone is too big: recompute next time
+            self._oriented.clear()
+        return stack
+
+    def _score_scaled(
+        self, residual: torch.Tensor, grey: torch.Tensor, scales: Sequence[float]
+    ) -> list[MatchResult]:
+        """`match_residual_scaled` for every fingerprint (same numbers), batched: each
+        (fingerprint, scale) is one item of `_score_transformed`, the resampled copies are
+        cached per fingerprint (at most RESIZED_CACHE sizes) and so are their spectra."""
+        shape = _hw(residual)
+        items, owners = [], []
+        for idx, k in enumerate(self.ks):
+            cache = self._resized.setdefault(idx, {})
+            cands = scale_candidates(shape, _hw(k), scales)
+            if len(cache) + len(cands) > RESIZED_CACHE:  # many photo sizes: bounded memory
+                cache.clear()
+            for factor, size in cands:
+                if size not in cache:
+                    cache[size] = resample(k, size)
+                items.append(((idx, size), cache[size], self.fingerprints[idx].label))
+                owners.append((idx, factor))
+        per_fp: list[list[tuple[float, MatchResult]]] = [[] for _ in self.ks]
+        for (idx, factor), r in zip(
+            owners, self._score_transformed(residual, grey, items), strict=True
+        ):
+            per_fp[idx].append((factor, r))
+        return [_best_scale(per_scale, self.threshold) for per_scale in per_fp]
 
     def _batched_zero_shift(
         self, residual: torch.Tensor, grey: torch.Tensor, shape: tuple[int, int]
@@ -486,8 +862,10 @@ class FingerprintSet:
         rotations: str = "auto",
         search_shift: bool = False,
         threshold: float = DEFAULT_THRESHOLD,
+        search_scale: bool | Sequence[float] = False,
     ) -> None:
         self.fingerprints = list(fingerprints)
+        self.search_scale = scales_of(search_scale)
         if not self.fingerprints:
             raise ValueError("a fingerprint set needs at least one fingerprint")
         chosen = list(params) if params is not None else [fp.params for fp in self.fingerprints]
@@ -505,6 +883,7 @@ class FingerprintSet:
                 rotations=rotations,
                 search_shift=search_shift,
                 threshold=threshold,
+                search_scale=search_scale,
             )
             for p, idxs in self.groups.items()
         }
@@ -512,16 +891,25 @@ class FingerprintSet:
     def __len__(self) -> int:
         return len(self.fingerprints)
 
-    def score(self, pixels: np.ndarray, path: str | Path = "image") -> list[MatchResult]:
+    def score(
+        self,
+        pixels: np.ndarray,
+        path: str | Path = "image",
+        search_scale: bool | Sequence[float] | None = None,
+    ) -> list[MatchResult]:
         """One MatchResult per fingerprint (in order) for a photo's uint8 pixels.
 
-        Raises InputError naming `path` when the photo is too small for a residual or a PCE.
+        `search_scale` turns the scale search on (True: the default rule, or the factors given,
+        e.g. an estimate of the photo's resampling) or off (False) for this photo only; None
+        keeps the set's setting. Raises InputError naming `path` when the photo is too small
+        for a residual or a PCE.
         """
         results: list[MatchResult | None] = [None] * len(self.fingerprints)
         try:
             for p, idxs in self.groups.items():
                 w, g = residual_and_grey(pixels, p, self.device)
-                for i, r in zip(idxs, self.banks[p].score(w, g), strict=True):
+                scored = self.banks[p].score(w, g, search_scale)
+                for i, r in zip(idxs, scored, strict=True):
                     results[i] = r
         except ValueError as exc:
             raise InputError(path, f"cannot compute a PRNU residual ({exc})") from exc

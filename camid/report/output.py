@@ -338,7 +338,7 @@ COLUMN_POLICIES: dict[str, str] = {
     **dict.fromkeys(
         ("reason", "note", "notes", "crop_note", "exif_note", "contradiction", "top", "traces",
          "prnu", "detail", "description", "message", "warning", "warnings", "result", "help",
-         "finding", "flag", "summary"),
+         "finding", "flag", "summary", "history"),
         "text",
     ),
 }  # fmt: skip
