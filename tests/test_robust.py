@@ -163,6 +163,7 @@ def test_a_resaved_photo_is_decided_on_pixel_traces_and_says_so(robust_model) ->
             assert rec["camera"] == pixels["camera"]
         else:
             assert rec["decided_by"] == "none" and "pixel evidence too weak" in rec["reason"]
+            assert not pixels["decisive"]
     # originals keep the combined decision and say nothing about alterations
     orig = [r.to_record() for r in ident.identify(paths)]
     assert all("alteration" not in r and r["decided_by"] in ("cnn", "none") for r in orig)

@@ -398,7 +398,10 @@ class Identifier:
             known,
             reason,
         )
-        evidence = [cnn, *self._head_evidence(agg, classes, skip, traces)]
+        heads = self._head_evidence(agg, classes, skip, traces)
+        if altered and not known:  # the pixel head decides altered photos: below its threshold
+            heads = [dataclasses.replace(e, decisive=False) for e in heads]
+        evidence = [cnn, *heads]
         others = [ev for pv in providers if (ev := pv.evidence(meta)) is not None]
         for ev in others:  # name a fingerprint's camera model as the network's class
             if ev.camera is not None:
