@@ -145,6 +145,14 @@ def test_bad_temperature_refused(tmp_path, capsys, temperature):
         (lambda c: json.dumps({**c, "arch": "resnet9000"}), "unknown to this camid"),
         (lambda c: json.dumps({**c, "std": [0.5, 0, 0.5]}), "std"),
         (lambda c: json.dumps({**c, "calibration": {"unknown_threshold": 1.5}}), "in \\[0, 1\\]"),
+        (
+            lambda c: json.dumps({**c, "calibration": {"altered": {"thresholds": {"resaved": 7}}}}),
+            "altered-photo threshold",
+        ),
+        (
+            lambda c: json.dumps({**c, "calibration": {"altered": {"temperature": -1}}}),
+            "altered-photo temperature",
+        ),
         (lambda c: json.dumps({**c, "recipe": {"views": {"max_views": 10**9}}}), "max_views"),
         (lambda c: json.dumps({**c, "recipe": {"views": {"probe": "sepia"}}}), "pixel probe"),
         (lambda c: "[" * 200_000 + "]" * 200_000, "nested too deeply"),

@@ -101,6 +101,13 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         name: Annotated[str, typer.Option("--name", "-n", help="Registry name of the model.")],
+        recipe: Annotated[
+            str | None,
+            typer.Option(
+                help="A named recipe (cpu-default, cpu-robust, seed002-gpu; see "
+                "docs/identify.md): fills every setting not given explicitly."
+            ),
+        ] = None,
         arch: Annotated[
             str,
             typer.Option(
@@ -157,6 +164,13 @@ def register(app: typer.Typer) -> None:
                 help="With p=0.5: JPEG 70-90, gamma 0.8-1.2 or resize x0.5/0.8/1.5/2.0.",
             ),
         ] = True,
+        augment: Annotated[
+            str,
+            typer.Option(
+                help="Training manipulations: seed002 (one of the above) or robust (chains of "
+                "re-saves incl. double JPEG 60-95, continuous resizes x0.5-1.6, gamma)."
+            ),
+        ] = "seed002",
         balanced: Annotated[
             bool, typer.Option("--balanced/--no-balanced", help="Class-balanced sampling.")
         ] = True,
@@ -210,6 +224,8 @@ def register(app: typer.Typer) -> None:
         ds = load_dataset(dataset)
         for note in ds.notes:
             out.info(note)
+        from camid.engine.recipes import apply_recipe
+
         cfg = TrainConfig(
             name=name,
             arch=arch,
@@ -223,6 +239,7 @@ def register(app: typer.Typer) -> None:
             patience=patience,
             d4=d4,
             manipulate=manipulate,
+            augment=augment,
             balanced=balanced,
             val_fraction=val_fraction,
             region=region,
@@ -232,6 +249,7 @@ def register(app: typer.Typer) -> None:
             pretrained=pretrained,
             overwrite=overwrite,
         )
+        cfg = apply_recipe(cfg, recipe)
         live = _Live(out)
         try:
             with replace_hint("--overwrite"):

@@ -20,6 +20,15 @@ JPEG_QUALITY_RANGE = (70, 90)
 GAMMA_RANGE = (0.8, 1.2)
 RESIZE_FACTORS = (0.5, 0.8, 1.5, 2.0)
 MANIPULATION_KINDS = ("jpeg", "gamma", "resize")
+TEST_KINDS = (*MANIPULATION_KINDS, "crop")
+"""Kinds a fixed test condition may name: "crop:N" cuts N pixels off the top and the left
+(N not a multiple of 8: the photo's JPEG grid no longer starts at the first pixel)."""
+AUGMENT_RECIPES = ("seed002", "robust")
+"""Training manipulations: "seed002" draws one of JPEG 70-90, gamma 0.8-1.2, resize
+x0.5/0.8/1.5/2.0; "robust" draws chains as photos meet them after the camera (see
+`random_chain`)."""
+ROBUST_JPEG_RANGE = (60, 95)
+ROBUST_RESIZE_RANGE = (0.5, 1.6)
 
 
 def jpeg_bytes(pixels: np.ndarray, quality: int) -> bytes:
@@ -81,15 +90,19 @@ class Manipulation:
             return jpeg(pixels, int(self.value))
         if self.kind == "gamma":
             return gamma(pixels, self.value)
+        if self.kind == "crop":
+            n = int(self.value)
+            return np.ascontiguousarray(pixels[n:, n:])
         return resize(pixels, self.value)
 
 
 def parse_manipulation(spec: str) -> Manipulation:
-    """Parse 'jpeg:70', 'gamma:1.2' or 'resize:0.5' (UsageError if malformed)."""
+    """Parse 'jpeg:70', 'gamma:1.2', 'resize:0.5' or 'crop:3' (UsageError if malformed)."""
     kind, _, value = spec.strip().lower().partition(":")
-    if kind not in MANIPULATION_KINDS or not value:
+    if kind not in TEST_KINDS or not value:
         raise UsageError(
-            f"bad manipulation {spec!r}: use jpeg:Q (1-100), gamma:G (e.g. 1.2) or resize:F"
+            f"bad manipulation {spec!r}: use jpeg:Q (1-100), gamma:G (e.g. 1.2), resize:F "
+            "or crop:N (pixels off the top and left)"
         )
     try:
         v = float(value)
@@ -97,6 +110,8 @@ def parse_manipulation(spec: str) -> Manipulation:
         raise UsageError(f"bad manipulation value in {spec!r}") from None
     if kind == "jpeg" and not 1 <= v <= 100:
         raise UsageError(f"JPEG quality must be 1-100 in {spec!r}")
+    if kind == "crop" and not (v == int(v) and 1 <= v <= 64):
+        raise UsageError(f"crop must be a whole number of pixels 1-64 in {spec!r}")
     if kind in ("gamma", "resize") and not 0.05 <= v <= 8:
         raise UsageError(f"{kind} value must be between 0.05 and 8 in {spec!r}")
     return Manipulation(kind, v)
@@ -119,6 +134,35 @@ def random_manipulation(rng: np.random.Generator) -> Manipulation:
     if kind == "gamma":
         return Manipulation("gamma", float(rng.uniform(*GAMMA_RANGE)))
     return Manipulation("resize", float(RESIZE_FACTORS[int(rng.integers(len(RESIZE_FACTORS)))]))
+
+
+def random_chain(rng: np.random.Generator) -> list[Manipulation]:
+    """One chain of the "robust" recipe, as photos meet them after the camera:
+
+    * 30 %: a JPEG re-save at quality 60-95;
+    * 15 %: two re-saves (double compression: an editor, then a messenger);
+    * 30 %: a resize by a continuous factor in 0.5-1.6, then (two times in three) a
+      re-save at 60-95 (the usual upload path);
+    * 15 %: a resize alone; 10 %: gamma 0.8-1.2.
+    """
+
+    def q() -> Manipulation:
+        lo, hi = ROBUST_JPEG_RANGE
+        return Manipulation("jpeg", float(rng.integers(lo, hi + 1)))
+
+    def f() -> Manipulation:
+        return Manipulation("resize", round(float(rng.uniform(*ROBUST_RESIZE_RANGE)), 3))
+
+    u = float(rng.random())
+    if u < 0.30:
+        return [q()]
+    if u < 0.45:
+        return [q(), q()]
+    if u < 0.75:
+        return [f(), q()] if rng.random() < 2 / 3 else [f()]
+    if u < 0.90:
+        return [f()]
+    return [Manipulation("gamma", float(rng.uniform(*GAMMA_RANGE)))]
 
 
 def d4(pixels: np.ndarray, k: int) -> np.ndarray:

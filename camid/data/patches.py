@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from camid.data.augment import apply_pixel_probe, d4, random_manipulation
+from camid.data.augment import apply_pixel_probe, d4, random_chain, random_manipulation
 from camid.errors import UsageError
 
 REGIONS = ("full", "left", "right", "top", "bottom", "center80")
@@ -100,6 +100,7 @@ class CropRecipe:
     region: str = "full"
     align: int = ALIGN
     probe: str | None = None  # a pixel probe (camid.data.augment.PIXEL_PROBES), applied last
+    augment: str = "seed002"  # manipulations: camid.data.augment.AUGMENT_RECIPES
 
 
 def training_crop(pixels: np.ndarray, recipe: CropRecipe, rng: np.random.Generator) -> np.ndarray:
@@ -107,12 +108,17 @@ def training_crop(pixels: np.ndarray, recipe: CropRecipe, rng: np.random.Generat
     big = random_crop(pixels, recipe.large, rng, recipe.region, recipe.align)
     a = max(1, recipe.align)
     if recipe.manipulate_p > 0 and rng.random() < recipe.manipulate_p:
-        manip = random_manipulation(rng)
-        changed = manip.apply(big)
+        chain = random_chain(rng) if recipe.augment == "robust" else [random_manipulation(rng)]
+        changed = big
+        for manip in chain:
+            changed = manip.apply(changed)
         if min(changed.shape[:2]) >= recipe.patch:
             big = changed
-            if manip.kind == "resize":
+            kinds = [m.kind for m in chain if m.kind != "gamma"]
+            if kinds and kinds[-1] == "resize":
                 a = 1  # the lattice is gone: any offset
+            # after a final re-save the new lattice starts at the large crop's corner:
+            # crops on multiples of 8 stay on that grid (views on the detected grid)
     h, w = big.shape[:2]
     y = int(rng.integers(0, (h - recipe.patch) // a + 1)) * a
     x = int(rng.integers(0, (w - recipe.patch) // a + 1)) * a

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from camid.data.augment import check_pixel_probe
+from camid.data.augment import AUGMENT_RECIPES, check_pixel_probe
 from camid.data.manifest import Sample
 from camid.data.patches import REGIONS, CropRecipe, split_by_image
 from camid.device import resolve_device
@@ -37,6 +37,7 @@ from camid.engine.data import (
     ViewCache,
     ViewSpec,
     collate_patches,
+    extract_views,
     plan_store,
     prefetch_map,
     screen_images,
@@ -93,6 +94,8 @@ class TrainConfig:
     cache: bool | None = None  # decoded images in memory; None: when they fit
     overwrite: bool = False
     probe: str | None = None  # pixel probe on every crop and view (camid.data.augment)
+    augment: str = "seed002"  # training manipulations (camid.data.augment.AUGMENT_RECIPES)
+    recipe: str | None = None  # the named recipe this config came from (camid.engine.recipes)
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -293,6 +296,12 @@ def _resolve_config(cfg: TrainConfig) -> tuple[TrainConfig, str]:
     if cfg.region not in REGIONS:
         raise UsageError(f"unknown region {cfg.region!r}; choose one of: {', '.join(REGIONS)}")
     check_pixel_probe(cfg.probe)
+    if cfg.augment not in AUGMENT_RECIPES:
+        raise UsageError(
+            f"unknown augmentation {cfg.augment!r}; choose one of: {', '.join(AUGMENT_RECIPES)}"
+        )
+    if not 0 <= cfg.manipulate_p <= 1:
+        raise UsageError("the manipulation probability must be between 0 and 1")
     patch = cfg.patch or info.input_size
     if patch < info.min_input_size:
         raise UsageError(f"{cfg.arch} needs crops of at least {info.min_input_size} px")
@@ -623,6 +632,7 @@ def _stores(
         d4=cfg.d4,
         region=cfg.region,
         probe=cfg.probe,
+        augment=cfg.augment,
     )
     dataset = TrainPatches(train_store, data.train_y, recipe, int(cfg.patches_per_image), cfg.seed)
     return dataset, val_store
@@ -843,6 +853,8 @@ def _finish(run: _Run, epoch: int, stopped: str, home: Path | None) -> TrainResu
     model.load_state_dict(best["model"])
     model.eval()
     card.calibration = _calibrate(best, data.val_y, head_names(model))
+    if best.get("val_logits"):
+        card.calibration["altered"] = _calibrate_altered(run, model)
     card.metrics = _card_metrics(run, best, stopped)
     card.recipe = _card_recipe(run)
     model_path = curve_path = None
@@ -975,6 +987,35 @@ def _calibrate(
     if heads and raw[0].ndim == 3:
         out["heads"] = _calibrate_heads(raw, val_y, heads, right)
     return out
+
+
+def _calibrate_altered(run: _Run, model: nn.Module) -> dict[str, Any]:
+    """The decision rule for re-saved / resized photos (camid.identify.policy): the pixel
+    head's temperature and per-kind thresholds, fitted on altered copies of the validation
+    photos viewed as in validation."""
+    from camid.identify.policy import PIXEL_HEAD, calibrate_altered, calibration_manipulations
+
+    heads = head_names(model)
+    index = heads.index(PIXEL_HEAD) if heads and PIXEL_HEAD in heads else 0
+    name = heads[index] if heads else "network"
+    store = ImageStore([s.path for s in run.data.val], cache=False)
+    logits: dict[str, list[np.ndarray]] = {}
+    labels: dict[str, list[int]] = {}
+    model.eval()
+    with torch.inference_mode():
+        for i, y in enumerate(run.data.val_y):
+            pixels = store.get(i)
+            for kind, manips in calibration_manipulations().items():
+                for m in manips:
+                    views = extract_views(m.apply(pixels), run.val_spec)
+                    x = torch.from_numpy(views).permute(0, 3, 1, 2).to(run.device)
+                    with autocast_context(run.device, run.cfg.amp):
+                        xin = to_input(x, run.card.mean, run.card.std)
+                        out = model.evidence(xin) if heads else model(xin)
+                    lg = out.float().cpu().numpy()
+                    logits.setdefault(kind, []).append(lg[:, index] if lg.ndim == 3 else lg)
+                    labels.setdefault(kind, []).append(int(y))
+    return calibrate_altered(logits, labels, name)
 
 
 def _calibrate_heads(

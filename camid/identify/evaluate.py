@@ -13,6 +13,7 @@ import numpy as np
 from camid.data.augment import Manipulation
 from camid.data.manifest import Sample
 from camid.errors import InputError, UsageError
+from camid.identify.policy import alteration_from_manipulation
 
 if TYPE_CHECKING:  # the identifier needs torch; evaluation's types do not
     from camid.identify.identifier import Identifier
@@ -48,6 +49,12 @@ class ConditionReport:
     identified: float | None = None
     """Share of known-camera photos given their true camera: decided_share x
     accuracy_decided (what "identified" means to a reader)."""
+    wrong_rate: float | None = None
+    """Share of known-camera photos given a wrong camera (decided_share - identified):
+    the failure that matters most on altered copies."""
+    decided_on: str = "combined"
+    """Which head decided: "combined" (all evidence) or the pixel head for copies that
+    were re-saved or resized (camid.identify.policy; the manipulation is known here)."""
 
 
     def figure_confusion(self) -> dict[str, Any]:
@@ -96,6 +103,7 @@ class EvaluationReport:
                     "decided": c.decided_share,
                     "accuracy_decided": c.accuracy_decided,
                     "identified": c.identified,
+                    "wrong": c.wrong_rate,
                     "closed_set_accuracy": c.accuracy,
                     "open_set_n": c.open_set["n"],
                     "open_set_unknown_rate": c.open_set["unknown_rate"],
@@ -180,6 +188,7 @@ def evaluate(
         closed = np.zeros((k, k), dtype=np.int64)
         outside: dict[str, dict[str, int]] = {}
         done = 0
+        alteration = alteration_from_manipulation(cond)
         for i, path, _meta, out in identifier.logits_stream(paths, cond):
             done += 1
             if progress:
@@ -190,7 +199,7 @@ def evaluate(
                     msg = str(out) if isinstance(out, InputError) else f"{path}: {out}"
                     report.errors.append(msg)
                 continue
-            agg, known, _reason = identifier.decide(out)
+            agg, known, _reason = identifier.decide(out, alteration=alteration)
             truth = truths[i]
             if truth in index:
                 t = index[truth]
@@ -203,7 +212,10 @@ def evaluate(
                 rec["unknown"] += int(not known)
                 rec.setdefault("nearest", {})
                 rec["nearest"][classes[agg.top]] = rec["nearest"].get(classes[agg.top], 0) + 1
-        report.conditions.append(_summarise(name, classes, closed, matrix, outside))
+        rep = _summarise(name, classes, closed, matrix, outside)
+        if alteration is not None and alteration.altered:
+            rep.decided_on = identifier.pixel_rule.head
+        report.conditions.append(rep)
     return report
 
 
@@ -238,6 +250,9 @@ def _summarise(
         ),
         decided_share=float(matrix[:, :-1].sum() / n) if n else None,
         identified=float(np.trace(matrix[:, :-1]) / n) if n else None,
+        wrong_rate=(
+            float((matrix[:, :-1].sum() - np.trace(matrix[:, :-1])) / n) if n else None
+        ),
         per_class=per_class,
         confusion={"true": classes, "predicted": classes, "matrix": closed.tolist()},
         confusion_open_set={

@@ -74,6 +74,9 @@ class Photo:
     history: History | None = None
     """What happened to the photo after the camera (re-saved, resampled, cropped off the
     JPEG grid), when the identifier analysed it (`camid.identify.history`)."""
+    alteration: Any = None
+    """A manipulation the caller applied and told about (camid.identify.policy.Alteration);
+    it takes precedence over what the history analysis finds (it is known)."""
 
 
 class EvidenceProvider(Protocol):

@@ -41,6 +41,12 @@ from camid.identify.evidence import (
 )
 from camid.identify.exif_check import exif_cross_check, match_class
 from camid.identify.history import History, analyse_history
+from camid.identify.policy import (
+    Alteration,
+    PixelRule,
+    alteration_from_manipulation,
+    alteration_of,
+)
 from camid.io.exif import quick_camera
 from camid.io.formats import is_raw
 from camid.io.image import load_image, read_file_bytes
@@ -171,6 +177,8 @@ class Identifier:
             for h in card.calibration.get("heads", [])
             if isinstance(h, dict) and "name" in h
         }
+        self.pixel_rule = PixelRule.from_card(card.calibration, self.predictor.heads)
+        """How re-saved or resized photos are decided (camid.identify.policy)."""
 
     @classmethod
     def from_model(
@@ -260,6 +268,7 @@ class Identifier:
             img.codec,
             history,
         )
+        meta.alteration = alteration_from_manipulation(manipulation)
         return meta, views
 
     def logits_stream(
@@ -286,32 +295,62 @@ class Identifier:
         for i, out in self.predictor.stream(feed()):
             yield int(i), paths[int(i)], metas.pop(int(i), None), out
 
-    def decide(self, logits: np.ndarray, skip: Sequence[str] = ()) -> tuple[Aggregate, bool, str]:
-        """Aggregate view logits and apply the open-set rule (heads in `skip` unchecked)."""
+    def decide(
+        self,
+        logits: np.ndarray,
+        skip: Sequence[str] = (),
+        alteration: Alteration | None = None,
+    ) -> tuple[Aggregate, bool, str]:
+        """Aggregate view logits and apply the open-set rule (heads in `skip` unchecked).
+
+        A re-saved or resampled photo (`alteration`) is decided on the pixel-trace head
+        alone with its own calibrated threshold (`camid.identify.policy.PixelRule`); the
+        returned aggregate is then that head's.
+        """
+        if alteration is not None and alteration.altered:
+            agg = self.pixel_rule.aggregate(logits, self.aggregation)
+            agg = dataclasses.replace(agg, heads=self._head_probs(logits))
+            known, reason = self.pixel_rule.decide(agg, list(self.card.classes), alteration)
+            if known and self.rule.min_agreement and agg.agreement < self.rule.min_agreement:
+                known, reason = False, (
+                    f"{alteration.words()}: views disagree: only {agg.agreement:.0%} of "
+                    f"{agg.n_views} views vote for {self.card.classes[agg.top]!r}"
+                )
+            return agg, known, reason
         agg = aggregate(decision_logits(logits), self.temperature, self.aggregation)
         if logits.ndim == 3 and self.predictor.heads:
-            heads = {}
-            for k, name in enumerate(self.predictor.heads[1:], start=1):
-                t = float(self.head_calibration.get(name, {}).get("temperature", 1.0))
-                heads[name] = aggregate(logits[:, k], t, self.aggregation).probs
-            agg = dataclasses.replace(agg, heads=heads)
+            agg = dataclasses.replace(agg, heads=self._head_probs(logits))
         known, reason = self.rule.decide(agg, list(self.card.classes), skip)
         return agg, known, reason
+
+    def _head_probs(self, logits: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Each auxiliary evidence head's calibrated probabilities (None: no heads)."""
+        if logits.ndim != 3 or not self.predictor.heads:
+            return None
+        heads = {}
+        for k, name in enumerate(self.predictor.heads[1:], start=1):
+            t = float(self.head_calibration.get(name, {}).get("temperature", 1.0))
+            heads[name] = aggregate(logits[:, k], t, self.aggregation).probs
+        return heads
 
     def identify(
         self,
         paths: Iterable[Path],
         providers: Sequence[EvidenceProvider] = (),
+        manipulation: Manipulation | None = None,
     ) -> Iterator[Identification | InputError]:
         """Identify each photo; unreadable files come out as InputError values.
 
         `providers` add evidence beside the network's (e.g. `PrnuProvider`); a decisive
-        PRNU match naming a camera model decides the camera (see `fuse`).
+        PRNU match naming a camera model decides the camera (see `fuse`). `manipulation`
+        is applied to every photo first and told to the decision (a JPEG re-save or a
+        resize is decided on pixel traces alone: camid.identify.policy), as
+        `camid evaluate` does with its conditions.
         """
         classes = list(self.card.classes)
         if any(getattr(pv, "needs_pixels", False) for pv in providers):
             self.keep_pixels = True
-        for _i, path, meta, out in self.logits_stream(paths):
+        for _i, path, meta, out in self.logits_stream(paths, manipulation):
             if isinstance(out, InputError):
                 yield out
                 continue
@@ -332,9 +371,13 @@ class Identifier:
         providers: Sequence[EvidenceProvider],
     ) -> Identification:
         traces = compression_traces(meta.format, meta.codec)
-        skip = COMPRESSION_HEADS if meta.codec != "JPEG" else ()
-        agg, known, reason = self.decide(logits, skip)
-        if skip and any(h in self.rule.support for h in skip):
+        alteration = photo_alteration(meta)
+        altered = alteration is not None and alteration.altered
+        if altered and meta.codec == "JPEG":
+            traces = f"overwritten: {alteration.words()}"
+        skip = COMPRESSION_HEADS if (meta.codec != "JPEG" or altered) else ()
+        agg, known, reason = self.decide(logits, skip, alteration)
+        if skip and not altered and any(h in self.rule.support for h in skip):
             reason += f"; compression-trace check skipped ({traces})"
         order = np.argsort(-agg.probs)[: self.top_k]
         top = [
@@ -355,7 +398,10 @@ class Identifier:
             known,
             reason,
         )
-        evidence = [cnn, *self._head_evidence(agg, classes, skip, traces)]
+        heads = self._head_evidence(agg, classes, skip, traces)
+        if altered and not known:  # the pixel head decides altered photos: below its threshold
+            heads = [dataclasses.replace(e, decisive=False) for e in heads]
+        evidence = [cnn, *heads]
         others = [ev for pv in providers if (ev := pv.evidence(meta)) is not None]
         for ev in others:  # name a fingerprint's camera model as the network's class
             if ev.camera is not None:
@@ -388,11 +434,27 @@ class Identifier:
             format=meta.format,
             compression_traces=traces,
             evidence=evidence,
-            decided_by=fused.decided_by,
+            decided_by=(
+                f"cnn:{self.pixel_rule.head}"
+                if altered and fused.decided_by == "cnn"
+                else fused.decided_by
+            ),
             contradiction=fused.contradiction,
-            extra={"jpeg_grid": list(meta.grid)} if meta.grid is not None else {},
+            extra=self._extra(meta, alteration),
             history=meta.history,
         )
+
+    def _extra(self, meta: Photo, alteration: Alteration | None) -> dict[str, Any]:
+        """Record fields beyond the fixed ones: the JPEG grid found, what happened to the
+        photo and which head decided."""
+        extra: dict[str, Any] = {}
+        if meta.grid is not None:
+            extra["jpeg_grid"] = list(meta.grid)
+        if alteration is not None:
+            extra["alteration"] = alteration.to_record()
+            heads = self.predictor.heads or ("network",)
+            extra["decision_head"] = self.pixel_rule.head if alteration.altered else heads[0]
+        return extra
 
     def _head_evidence(
         self,
@@ -436,6 +498,15 @@ class Identifier:
                 )
             )
         return out
+
+
+def photo_alteration(meta: Photo) -> Alteration | None:
+    """What happened to a photo: the manipulation the caller applied and told about
+    (`meta.alteration`: it is known), else what the photo's history analysis found
+    (`meta.history`: a re-save or a resampling), else None."""
+    if meta.alteration is not None:
+        return meta.alteration
+    return alteration_of(meta.history)
 
 
 def compression_traces(fmt: str | None, codec: str | None) -> str:

@@ -197,6 +197,22 @@ def _calibration_problem(cal: dict) -> str | None:
         st = h.get("support_threshold", 0.0)
         if not _finite(st) or not 0.0 <= st <= 1.0:
             return f"model card head support_threshold {st!r} is not a number in [0, 1]"
+    return _altered_problem(cal.get("altered", {}))
+
+
+def _altered_problem(alt: Any) -> str | None:
+    """Problems of the calibration for altered photos (camid.identify.policy)."""
+    if not isinstance(alt, dict):
+        return "model card calibration 'altered' is not an object"
+    t = alt.get("temperature", 1.0)
+    if not _finite(t) or t <= 0:
+        return f"model card altered-photo temperature {t!r} is not a finite number > 0"
+    thresholds = alt.get("thresholds", {})
+    if not isinstance(thresholds, dict):
+        return "model card altered-photo thresholds are not an object"
+    for kind, v in thresholds.items():
+        if not _finite(v) or not 0.0 <= v <= 1.0:
+            return f"model card altered-photo threshold {kind}={v!r} is not a number in [0, 1]"
     return None
 
 
