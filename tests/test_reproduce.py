@@ -94,6 +94,30 @@ def test_bad_budget_and_missing_dataset_are_one_line_errors(tmp_path: Path, caps
     assert rc in (2, 3) and "nope.csv" in err and "Traceback" not in err
 
 
+def test_cli_bad_synthetic_size_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    rc = main(["reproduce", "-o", str(tmp_path / "o"), "--camera-size", "20x10"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "20x10" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "data").exists()
+
+
+@pytest.mark.slow
+def test_cli_builds_the_synthetic_sets_at_the_given_sizes(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    args = ["reproduce", "-o", str(tmp_path / "r"), "--budget", "0.2", "--json",
+            "--bottle-size", "96", "--camera-size", "160x128", "--bottles-per-device", "3",
+            "--cameras-per-device", "4"]  # fmt: skip
+    assert main(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["synthetic"] and len(data["rows"]) == len(PAPER_FIGURES)
+    cams = sorted((tmp_path / "r" / "data" / "cameras" / "images").glob("*.jpg"))
+    bottles = sorted((tmp_path / "r" / "data" / "bottles").rglob("*.jpg"))
+    assert len(cams) == 5 * 2 * 4 and len(bottles) == 5 * 2 * 2 * 3
+    with Image.open(cams[0]) as a, Image.open(bottles[0]) as b:
+        assert a.size == (160, 128) and b.size == (96, 96)
+
+
 def _probe_report(base: float, **acc: float) -> ProbeReport:
     results = [ProbeResult("baseline", base, base, 20, 1.0)]
     results += [ProbeResult(p, a, base, 20, 1.0) for p, a in acc.items()]
