@@ -67,6 +67,12 @@ def test_default_run_writes_every_row_and_both_reports(tmp_path: Path) -> None:
         assert f"({Path(rep.figures[name]).name})" in md
     assert page.count("data:image/png;base64,") == len(rep.figures) >= 3
     assert f"{rep.reproduced} of {len(rep.rows)} findings reproduced" in md
+    # every trained probe model says how far it trained (epochs, stop reason, seconds)
+    trained = [n for n in rep.notes if n.startswith("probe ")]
+    assert [n.split(":")[0] for n in trained] == [
+        f"probe {p}" for p in ("baseline", "binary", "colour", "grey", "crop32")
+    ]
+    assert all(" epochs (stopped: " in n and n.endswith(" s") for n in trained)
 
 
 @pytest.mark.slow
