@@ -3,7 +3,8 @@
 Controlled experiments behind docs/reproduce.md ("The two misses"): each variant trains the
 probe recipe of `camid reproduce` (tracenet, camera target, `--seconds` of training, the
 synthetic camera set of the default run: 12 photos per device at 256x192, its 30 test
-photos) with one change, and prints the test accuracy beside the unprobed baseline.
+photos) with one change, and prints the test accuracy beside the unprobed baseline, and
+the accuracy of each evidence head alone (tracenet: combined, pixels, compression).
 
 Binary masks (Table III):
   binary           camid's probe: local-mean threshold, window 15, offset 0
@@ -21,6 +22,7 @@ Colour jitter (Table IV):
   colour_bc        brightness and contrast only (luma scaled)
   colour_noclip    brightness and contrast factors 0.5-1.0 only (no highlight clipping)
   colour_x2        camid's probe with twice the training (epochs or seconds)
+  binary_x2        camid's binary probe with twice the training
 
     python benchmarks/bench_probe_causes.py [--epochs 3 | --epochs 0 --seconds 60]
                                             [--seeds 0] [--only a,b] [--json out.json]
@@ -156,7 +158,29 @@ VARIANTS = {
     "binary_textured": ("binary_textured", 1.0, False),
     "colour_noclip": ("colour_noclip", 1.0, True),
     "colour_x2": ("colour", 2.0, True),
+    "binary_x2": ("binary", 2.0, False),
 }
+
+
+def head_accuracies(ident, test_rows) -> dict[str, float]:
+    """Test accuracy of each evidence head of the model (tracenet: combined, pixels,
+    compression): view probabilities averaged per image, argmax against the camera."""
+    from camid.engine.data import extract_views
+    from camid.io.image import load_image
+    from camid.models.registry import head_names
+
+    heads = head_names(ident.predictor.model) or ("combined",)
+    classes = list(ident.card.classes)
+    hits = {h: 0 for h in heads}
+    for row in test_rows:
+        logits = ident.predictor.forward(extract_views(load_image(row.path).pixels, ident.views))
+        if logits.ndim == 2:
+            logits = logits[:, None, :]
+        z = logits - logits.max(axis=2, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(axis=2, keepdims=True)
+        for k, h in enumerate(heads):
+            hits[h] += classes[int(p[:, k].mean(0).argmax())] == row.camera
+    return {h: round(n / len(test_rows), 3) for h, n in hits.items()}
 
 
 def run_variant(name, train_rows, test_rows, home, epochs, seconds, seed, arch):
@@ -178,6 +202,7 @@ def run_variant(name, train_rows, test_rows, home, epochs, seconds, seed, arch):
            "epochs": res.card.metrics.get("epochs_run")}  # fmt: skip
     ident = Identifier.from_model(cfg.name, device="cpu", home=home, workers=1)
     out["accuracy"] = evaluate(ident, test_rows, conditions=[None]).conditions[0].accuracy
+    out["heads"] = head_accuracies(ident, test_rows)
     if clean:
         ident.views = dataclasses.replace(ident.views, probe=None)
         out["accuracy_clean"] = evaluate(ident, test_rows, conditions=[None]).conditions[0].accuracy
@@ -190,13 +215,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="wall-clock training seconds")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds (data and training)")
     ap.add_argument("--only", default="", help="comma-separated variants (default: all)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the unprobed baseline")
     ap.add_argument("--arch", default="tracenet")
     ap.add_argument("--per-device", type=int, default=12)
     ap.add_argument("--json", default="", help="also write the results to this JSON file")
     args = ap.parse_args()
     augment.PIXEL_PROBES.update(VARIANT_FNS)  # this process only: the experiment's variants
     names = [n for n in args.only.split(",") if n] or list(VARIANTS)
-    if "baseline" not in names:
+    if "baseline" not in names and not args.no_baseline:
         names.insert(0, "baseline")
     from camid.audit.probes import probe_split
     from camid.data.dataset import load_dataset
@@ -223,6 +249,7 @@ def main() -> None:
                 clean = r.get("accuracy_clean")
                 print(f"seed {seed} {n:16s} acc {r['accuracy']:.3f}"
                       + (f"  clean-test {clean:.3f}" if clean is not None else "")
+                      + "  heads " + " ".join(f"{k} {v:.2f}" for k, v in r["heads"].items())
                       + f"  ({r['epochs']} epochs, {r['seconds']:.0f} s, stop {r['stopped']})",
                       flush=True)  # fmt: skip
     print(f"\n{'variant':16s} {'mean':>6s} {'sd':>6s} {'clean':>6s}  per seed  (n_test "
