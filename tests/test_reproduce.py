@@ -67,6 +67,12 @@ def test_default_run_writes_every_row_and_both_reports(tmp_path: Path) -> None:
         assert f"({Path(rep.figures[name]).name})" in md
     assert page.count("data:image/png;base64,") == len(rep.figures) >= 3
     assert f"{rep.reproduced} of {len(rep.rows)} findings reproduced" in md
+    # every trained probe model says how far it trained (epochs, stop reason, seconds)
+    trained = [n for n in rep.notes if n.startswith("probe ")]
+    assert [n.split(":")[0] for n in trained] == [
+        f"probe {p}" for p in ("baseline", "binary", "colour", "grey", "crop32")
+    ]
+    assert all(" epochs (stopped: " in n and n.endswith(" s") for n in trained)
 
 
 @pytest.mark.slow
@@ -92,6 +98,30 @@ def test_bad_budget_and_missing_dataset_are_one_line_errors(tmp_path: Path, caps
     rc = main(["reproduce", str(tmp_path / "nope.csv"), "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc in (2, 3) and "nope.csv" in err and "Traceback" not in err
+
+
+def test_cli_bad_synthetic_size_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    rc = main(["reproduce", "-o", str(tmp_path / "o"), "--camera-size", "20x10"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "20x10" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "data").exists()
+
+
+@pytest.mark.slow
+def test_cli_builds_the_synthetic_sets_at_the_given_sizes(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    args = ["reproduce", "-o", str(tmp_path / "r"), "--budget", "0.2", "--json",
+            "--bottle-size", "96", "--camera-size", "160x128", "--bottles-per-device", "3",
+            "--cameras-per-device", "4"]  # fmt: skip
+    assert main(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["synthetic"] and len(data["rows"]) == len(PAPER_FIGURES)
+    cams = sorted((tmp_path / "r" / "data" / "cameras" / "images").glob("*.jpg"))
+    bottles = sorted((tmp_path / "r" / "data" / "bottles").rglob("*.jpg"))
+    assert len(cams) == 5 * 2 * 4 and len(bottles) == 5 * 2 * 2 * 3
+    with Image.open(cams[0]) as a, Image.open(bottles[0]) as b:
+        assert a.size == (160, 128) and b.size == (96, 96)
 
 
 def _probe_report(base: float, **acc: float) -> ProbeReport:

@@ -412,6 +412,11 @@ def run_reproduce(
         )  # fmt: skip
         report.rows += _probe_rows(probes)
         report.notes += probes.errors
+        report.notes += [  # how far each model trained: a probe row is read against this
+            f"probe {r.probe}: {r.notes[0]} in {r.train_seconds:g} s"
+            for r in probes.results
+            if r.train_seconds is not None and r.notes
+        ]
         if probes.plot:
             report.figures["probes"] = probes.plot
         for k, f in enumerate(r for p in probes.results for r in p.figures):

@@ -39,6 +39,30 @@ def register(app: typer.Typer) -> None:
         arch: Annotated[
             str, typer.Option(help="Architecture of the camera models (`camid models archs`).")
         ] = "tracenet",
+        bottle_size: Annotated[
+            str | None,
+            typer.Option(
+                "--bottle-size",
+                help="Synthetic bottle photos, WxH or N (default 256x256).",
+                show_default=False,
+            ),
+        ] = None,
+        camera_size: Annotated[
+            str | None,
+            typer.Option(
+                "--camera-size",
+                help="Synthetic camera-set photos, WxH or N (default 256x192).",
+                show_default=False,
+            ),
+        ] = None,
+        bottles_per_device: Annotated[
+            int,
+            typer.Option("--bottles-per-device", help="Synthetic bottles per device and label."),
+        ] = 8,
+        cameras_per_device: Annotated[
+            int,
+            typer.Option("--cameras-per-device", help="Synthetic camera-set photos per device."),
+        ] = 12,
         device: DeviceOpt = "auto",
         seed: SeedOpt = 0,
         fmt: FormatOpt = Format.auto,
@@ -51,8 +75,13 @@ def register(app: typer.Typer) -> None:
         transfer (Table VI). Writes the paper's figures beside camid's, and whether each
         finding reproduced, to OUT/report.md and OUT/report.html. See docs/reproduce.md."""
         from camid.audit.reproduce import run_reproduce
+        from camid.cli.synth import parse_size
 
         out = output_from(fmt, json_, quiet)
+        sizes = {
+            "bottle_size": parse_size(bottle_size, (256, 256)),
+            "camera_size": parse_size(camera_size, (256, 192)),
+        }
 
         def hook(ev: dict[str, Any]) -> None:
             if ev.get("event") == "step":
@@ -62,7 +91,8 @@ def register(app: typer.Typer) -> None:
 
         report = run_reproduce(
             out_dir, dataset=dataset, budget_minutes=budget, device=device, seed=seed,
-            arch=arch, progress=hook,
+            arch=arch, bottles_per_device=bottles_per_device,
+            cameras_per_device=cameras_per_device, progress=hook, **sizes,
         )  # fmt: skip
         for note in report.notes:
             out.info(note)
