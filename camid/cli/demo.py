@@ -141,8 +141,10 @@ def run_demo(
     conds = {c["condition"]: c for c in report["conditions"]}
     clean = conds.get("unaltered") or next(iter(conds.values()))
     line = f"accuracy {clean['accuracy']:.3f} on {clean['n']} held-out photos"
-    extra = ", ".join(
-        f"{k} {v['accuracy']:.3f}" for k, v in conds.items() if v is not clean and v["accuracy"]
+    extra = ", ".join(  # altered copies: what identify would say (a wrong camera is worse)
+        f"{k} {_share(v.get('identified'))} identified, {_share(v.get('wrong_rate'))} wrong"
+        for k, v in conds.items()
+        if v is not clean
     )
     out.info(f"Camera-model ID: {line}" + (f" (manipulated: {extra})" if extra else ""))
     summary.append(
@@ -242,6 +244,11 @@ def run_demo(
         }
     )
     return summary
+
+
+def _share(value: float | None) -> str:
+    """A share as 0.00 (n/a when missing)."""
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _pct(lr: dict, half: str) -> str:
