@@ -468,7 +468,7 @@ def infer_cameras(
     paths = list(paths)
     if group is not None and group.enabled:
         parts: list[TraceRows] = []
-        block = group.ranks.shard.bounds(len(paths))
+        block = group.rank_shard.bounds(len(paths))
         group.collect(trace_rows(paths, range(*block), progress), parts.append)
         res = _cluster(paths, TraceRows.join(parts), seed, max_k) if group.is_main else None
         return group.broadcast(res)

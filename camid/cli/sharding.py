@@ -142,7 +142,7 @@ class ShardedBatch:
             paths = self.shard.take(paths)
         self.paths = paths
         self.expand_failed = list(failed)
-        return self.group.ranks.shard.take(paths), list(failed)
+        return self.group.rank_shard.take(paths), list(failed)
 
     def concat(self, items: Sequence[T]) -> list[T]:
         """Every rank's list joined in rank order (= input order) on rank 0."""

@@ -10,11 +10,12 @@ This module imports torch only when a process group is really used.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from camid.engine.dist import DistInfo, env_dist
 
 T = TypeVar("T")
 
@@ -63,43 +64,6 @@ def parse_shard(text: str | None) -> Shard | None:
     return Shard(k - 1, n)
 
 
-@dataclass(frozen=True)
-class Ranks:
-    """Where this process sits among torchrun's ranks (rank 0 of 1 when not launched so)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        """True under torchrun with more than one process."""
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        """True on rank 0, the process that writes merged output."""
-        return self.rank == 0
-
-    @property
-    def shard(self) -> Shard:
-        """This rank's shard of the world."""
-        return Shard(self.rank, self.world_size)
-
-
-def env_ranks() -> Ranks:
-    """torchrun's RANK / WORLD_SIZE / LOCAL_RANK without importing torch."""
-    try:
-        r = Ranks(
-            int(os.environ.get("RANK", "0")),
-            int(os.environ.get("WORLD_SIZE", "1")),
-            int(os.environ.get("LOCAL_RANK", "0")),
-        )
-    except ValueError:
-        return Ranks()
-    return r if 0 <= r.rank < r.world_size else Ranks()
-
-
 class ShardGroup:
     """The ranks of one torchrun job as a batch command sees them (one rank when alone).
 
@@ -108,8 +72,8 @@ class ShardGroup:
     picklable Python values; every method is a cheap no-op for a single process.
     """
 
-    def __init__(self, ranks: Ranks | None = None) -> None:
-        self.ranks = ranks or env_ranks()
+    def __init__(self, ranks: DistInfo | None = None) -> None:
+        self.ranks = ranks or env_dist()
         self._joined = False
 
     @property
@@ -132,10 +96,13 @@ class ShardGroup:
         self._joined = True
         return dist.local_device(device, info)
 
-    def _info(self):
-        from camid.engine import dist
+    def _info(self) -> DistInfo:
+        return self.ranks
 
-        return dist.DistInfo(self.ranks.rank, self.ranks.world_size, self.ranks.local_rank)
+    @property
+    def rank_shard(self) -> Shard:
+        """This rank's block of the inputs (the whole list for a single process)."""
+        return Shard(self.ranks.rank, self.ranks.world_size)
 
     def gather(self, value: Any) -> list[Any]:
         """Every rank's `value` in rank order (on every rank)."""
